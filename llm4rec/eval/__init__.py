@@ -1,0 +1,1 @@
+"""Shared evaluation: metrics, the period protocol, and result reports."""

@@ -1,0 +1,100 @@
+"""The period protocol: train through period t, test on all of period t + 1.
+
+Any object with a ``name``, ``fit(timeline, period)`` and
+``predict_proba(samples)`` is a method: LLM recommenders, CTR models and
+incremental strategies all run through :func:`run_protocol` and land in the
+same results table. ``fit`` decides which periods it learns from (all of
+0..t for full retraining, only t for fine-tuning, ...); it must not look at
+periods after t, and it selects checkpoints on period t's val split only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from llm4rec.data.periods import Timeline
+from llm4rec.errors import ConfigError, Llm4recError
+from llm4rec.eval.results import ResultRow, score
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class PeriodMethod(Protocol):
+    name: str
+
+    def fit(self, timeline: Timeline, period: int) -> None:
+        """Update the model with data of periods up to and including ``period``."""
+
+    def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
+        """P(label = 1) for each row of ``samples`` (rows of the timeline's table)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # the protocol itself needs no torch
+        return
+    torch.manual_seed(seed)
+
+
+def _check_probabilities(method: str, p, n: int) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    if len(p) != n:
+        raise Llm4recError(f"method {method}: predict_proba returned {len(p)} values for {n} samples")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise Llm4recError(f"method {method}: predict_proba must return probabilities in [0, 1]")
+    return p
+
+
+def tested_periods(timeline: Timeline, first_test_period: int = 1, last_test_period: int | None = None) -> range:
+    last = timeline.n_periods - 1 if last_test_period is None else last_test_period
+    if not 1 <= first_test_period <= last <= timeline.n_periods - 1:
+        raise ConfigError(
+            f"test periods {first_test_period}..{last} are out of range: with {timeline.n_periods} periods "
+            f"a tested period is in 1..{timeline.n_periods - 1} (the model trains on the period before)"
+        )
+    return range(first_test_period, last + 1)
+
+
+def run_protocol(
+    method: PeriodMethod,
+    timeline: Timeline,
+    first_test_period: int = 1,
+    last_test_period: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[ResultRow]:
+    """Fit ``method`` through period t and score all of period t + 1, for every tested period."""
+    periods = tested_periods(timeline, first_test_period, last_test_period)
+    seed_everything(seed)
+    rows = []
+    for tested in tqdm(periods, desc=method.name, unit="period", disable=not progress):
+        started = time.perf_counter()
+        method.fit(timeline, tested - 1)
+        samples = timeline.period(tested)
+        p = _check_probabilities(method.name, method.predict_proba(samples), len(samples))
+        seconds = time.perf_counter() - started
+        warm = samples["item_id"].isin(timeline.seen_items(tested - 1)).to_numpy()
+        row = score(
+            method.name,
+            tested,
+            samples["label"].to_numpy(),
+            p,
+            samples["user_id"].to_numpy(),
+            warm,
+            seconds,
+            seed=seed,
+        )
+        log.info("%s period %d: AUC %.4f gAUC %.4f LogLoss %.4f", method.name, tested, row.auc, row.gauc, row.logloss)
+        rows.append(row)
+    return rows

@@ -1,0 +1,85 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from llm4rec.data.histories import attach_histories, history_positions
+from llm4rec.data.tables import canonical_interactions
+from tests.conftest import synthetic_interactions
+
+
+def brute_force(table: pd.DataFrame, length: int, eligible=None) -> list[list[int]]:
+    """Positions of the user's strictly earlier rows (table order breaks no ties), last `length`, oldest first."""
+    out = []
+    for _, row in table.iterrows():
+        earlier = table[(table["user_id"] == row["user_id"]) & (table["timestamp"] < row["timestamp"])]
+        if eligible is not None:
+            earlier = earlier[eligible[earlier.index]]
+        positions = earlier.sort_values("timestamp", kind="mergesort").index.to_list()
+        out.append(positions[-length:] if length else [])
+    return out
+
+
+@pytest.fixture
+def table():
+    raw = synthetic_interactions(n_users=12, n_items=30, n=400, tie_share=0.4)
+    raw = canonical_interactions(raw, "synthetic")
+    return raw.sort_values(["timestamp", "user_id", "item_id"], kind="mergesort").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 10])
+def test_positions_match_brute_force(table, length):
+    positions, n_earlier = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
+    expected = brute_force(table, length)
+    assert [p.tolist() for p in positions] == expected
+    full = brute_force(table, 10_000)
+    assert n_earlier.tolist() == [len(f) for f in full]
+
+
+def test_positives_only_histories_match_brute_force(table):
+    eligible = table["label"].to_numpy() == 1
+    positions, _ = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), 5, eligible)
+    assert [p.tolist() for p in positions] == brute_force(table, 5, eligible)
+
+
+def test_never_the_target_nor_anything_at_or_after_its_time(table):
+    out = attach_histories(table, 10)
+    ts = table["timestamp"].to_numpy()
+    positions, _ = history_positions(table["user_id"].to_numpy(), ts, 10)
+    for i, p in enumerate(positions):
+        assert i not in p
+        assert (ts[p] < ts[i]).all()
+        assert (table["user_id"].to_numpy()[p] == table["user_id"].iloc[i]).all()
+    assert out["history_item_ids"].map(len).max() == 10
+
+
+def test_liked_and_disliked_split_by_label(table):
+    out = attach_histories(table, 10)
+    for _, row in out.iterrows():
+        liked = [i for i, lab in zip(row["history_item_ids"], row["history_labels"], strict=True) if lab == 1]
+        disliked = [i for i, lab in zip(row["history_item_ids"], row["history_labels"], strict=True) if lab == 0]
+        assert row["liked_item_ids"] == liked
+        assert row["disliked_item_ids"] == disliked
+
+
+def test_same_second_ratings_are_not_each_others_history():
+    table = canonical_interactions(
+        pd.DataFrame(
+            {
+                "user_id": [1, 1, 1, 1],
+                "item_id": [10, 11, 12, 13],
+                "rating": [5, 1, 4, 2],
+                "timestamp": [100, 200, 200, 300],
+            }
+        ),
+        "hand",
+    )
+    out = attach_histories(table, 10)
+    assert out["history_item_ids"].tolist() == [[], ["10"], ["10"], ["10", "11", "12"]]
+    assert out["liked_item_ids"].tolist() == [[], ["10"], ["10"], ["10", "12"]]
+    assert out["disliked_item_ids"].tolist() == [[], [], [], ["11"]]
+    assert out["n_earlier"].tolist() == [0, 1, 1, 3]
+
+
+def test_negative_length_rejected():
+    with pytest.raises(ValueError, match="history length"):
+        history_positions(np.array([1]), np.array([1]), -1)
