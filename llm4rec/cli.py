@@ -53,18 +53,17 @@ def dataset_stats(config) -> dict:
     from llm4rec.data.config import load_timeline
 
     timeline = load_timeline(config)
-    table = timeline.table
-    in_periods = table[table["period"] >= 0]
+    interactions, samples = timeline.dataset.interactions, timeline.table
     return {
         "dataset": config.name,
-        "n_interactions": len(table),
-        "n_users": int(table["user_id"].nunique()),
-        "n_items": int(table["item_id"].nunique()),
-        "positive_rate": round(float(table["label"].mean()), 4),
+        "n_interactions": len(interactions),
+        "n_users": int(interactions["user_id"].nunique()),
+        "n_items": int(interactions["item_id"].nunique()),
+        "positive_rate": round(float((interactions["rating"] > config.label_threshold).mean()), 4),
         "label": f"rating > {config.label_threshold:g}",
         "history_length": config.history_length,
-        "mean_history_length": round(float(in_periods["history_item_ids"].map(len).mean()), 2),
-        "n_in_periods": len(in_periods),
+        "mean_history_length": round(float(samples["history_item_ids"].map(len).mean()), 2),
+        "n_in_periods": len(samples),
         "periods": timeline.summary(),
     }
 

@@ -28,24 +28,25 @@ def table():
 
 @pytest.mark.parametrize("length", [0, 1, 3, 10])
 def test_positions_match_brute_force(table, length):
-    positions, n_earlier = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
-    expected = brute_force(table, length)
-    assert [p.tolist() for p in positions] == expected
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
+    assert len(histories) == len(table)
+    assert [histories.of(i).tolist() for i in range(len(table))] == brute_force(table, length)
     full = brute_force(table, 10_000)
-    assert n_earlier.tolist() == [len(f) for f in full]
+    assert histories.n_earlier.tolist() == [len(f) for f in full]
 
 
 def test_positives_only_histories_match_brute_force(table):
     eligible = table["label"].to_numpy() == 1
-    positions, _ = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), 5, eligible)
-    assert [p.tolist() for p in positions] == brute_force(table, 5, eligible)
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), 5, eligible)
+    assert [histories.of(i).tolist() for i in range(len(table))] == brute_force(table, 5, eligible)
 
 
 def test_never_the_target_nor_anything_at_or_after_its_time(table):
     out = attach_histories(table, 10)
     ts = table["timestamp"].to_numpy()
-    positions, _ = history_positions(table["user_id"].to_numpy(), ts, 10)
-    for i, p in enumerate(positions):
+    histories = history_positions(table["user_id"].to_numpy(), ts, 10)
+    for i in range(len(table)):
+        p = histories.of(i)
         assert i not in p
         assert (ts[p] < ts[i]).all()
         assert (table["user_id"].to_numpy()[p] == table["user_id"].iloc[i]).all()
@@ -54,11 +55,13 @@ def test_never_the_target_nor_anything_at_or_after_its_time(table):
 
 def test_liked_and_disliked_split_by_label(table):
     out = attach_histories(table, 10)
-    for _, row in out.iterrows():
-        liked = [i for i, lab in zip(row["history_item_ids"], row["history_labels"], strict=True) if lab == 1]
-        disliked = [i for i, lab in zip(row["history_item_ids"], row["history_labels"], strict=True) if lab == 0]
-        assert row["liked_item_ids"] == liked
-        assert row["disliked_item_ids"] == disliked
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), 10)
+    items, labels = table["item_id"].to_numpy(), table["label"].to_numpy()
+    for i, row in out.iterrows():
+        p = histories.of(i)
+        assert row["history_item_ids"] == items[p].tolist()
+        assert row["liked_item_ids"] == items[p][labels[p] == 1].tolist()
+        assert row["disliked_item_ids"] == items[p][labels[p] == 0].tolist()
 
 
 def test_same_second_ratings_are_not_each_others_history():

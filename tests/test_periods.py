@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4rec.data.periods import OUTSIDE, PeriodConfig, build_timeline
+from llm4rec.data.periods import OUTSIDE, PeriodConfig, assign_periods, build_timeline
 from llm4rec.data.tables import RecDataset, canonical_interactions, canonical_items
 from llm4rec.errors import ConfigError, DataError
 from tests.conftest import synthetic_dataset
@@ -16,7 +16,7 @@ def dataset():
 def test_equal_count_periods_cover_everything_in_time_order(dataset):
     timeline = build_timeline(dataset, PeriodConfig(n_periods=10))
     table = timeline.table
-    assert (table["period"] >= 0).all()
+    assert len(table) == 2403 and timeline.dataset is dataset
     sizes = table["period"].value_counts().sort_index()
     assert sizes.index.tolist() == list(range(10))
     assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 2403
@@ -41,13 +41,19 @@ def test_train_is_first_90_percent_then_val(dataset):
 def test_last_n_and_min_history(dataset):
     config = PeriodConfig(n_periods=4, last_n=1000, min_history=5)
     timeline = build_timeline(dataset, config)
-    inside = timeline.table[timeline.table["period"] != OUTSIDE]
+    inside = timeline.table
     assert len(inside) == 1000
     assert (inside["n_earlier"] >= 5).all()
-    eligible = timeline.table[timeline.table["n_earlier"] >= 5]
-    assert inside.index.tolist() == eligible.index[-1000:].tolist()  # the most recent eligible samples
+    everything = build_timeline(dataset, PeriodConfig(n_periods=4)).table
+    eligible = everything[everything["n_earlier"] >= 5]
+    key = ["user_id", "item_id", "timestamp"]
+    # the most recent eligible samples, with the histories they had in the full timeline
+    pd.testing.assert_frame_equal(
+        inside[key + ["history_item_ids", "liked_item_ids"]].reset_index(drop=True),
+        eligible[key + ["history_item_ids", "liked_item_ids"]].iloc[-1000:].reset_index(drop=True),
+    )
     # rows outside the periods still serve as history
-    assert timeline.table.loc[inside.index[0], "history_item_ids"]
+    assert inside["history_item_ids"].iloc[0]
 
 
 def test_time_periods_are_equal_intervals():
@@ -63,9 +69,12 @@ def test_time_periods_are_equal_intervals():
     dataset = RecDataset("amazon-books", canonical_interactions(raw, "t"), canonical_items(items, "t"))
     config = PeriodConfig(n_periods=4, mode="time", start="2020-01-05", end="2020-01-25")
     timeline = build_timeline(dataset, config)
-    days = (timeline.table["timestamp"] - timeline.table["timestamp"].min()) // 86400
-    expected = np.where((days >= 4) & (days < 24), (days - 4) // 5, OUTSIDE)
-    assert timeline.table["period"].tolist() == expected.tolist()
+    days = (timeline.table["timestamp"] - raw["timestamp"].min()) // 86400
+    assert days.tolist() == list(range(4, 24))
+    assert timeline.table["period"].tolist() == ((days - 4) // 5).tolist()
+    assert assign_periods(raw["timestamp"].to_numpy(), np.ones(40, bool), config).tolist() == (
+        [OUTSIDE] * 4 + [d // 5 for d in range(20)] + [OUTSIDE] * 16
+    )
 
 
 def test_too_many_periods_and_empty_periods_are_clear_errors(dataset):

@@ -79,7 +79,8 @@ def read_amazon_books(path: str | Path, filters: AmazonBooksFilters | None = Non
     meta = _read_json_lines(meta_path, META_FIELDS, ["asin", "title"])
 
     meta = meta.dropna(subset=["asin", "title"])
-    meta = meta[meta["title"].str.strip() != ""].drop_duplicates("asin")
+    meta["title"] = meta["title"].str.strip()  # before counting, so "Dune" and "Dune " pool
+    meta = meta[meta["title"] != ""].drop_duplicates("asin")
     reviews = reviews.dropna(subset=list(REVIEW_FIELDS))
     reviews = reviews[reviews["asin"].isin(meta["asin"])]
     counts = reviews["reviewerID"].value_counts()

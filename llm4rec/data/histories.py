@@ -7,23 +7,48 @@ leak an interaction logged after the target. The target itself and anything
 later never appear. Histories cross period borders: a user's history at the
 start of period t comes from periods before t.
 
-The work is vectorised (one sort, prefix counts, one gather), so it takes
-seconds on millions of rows.
+The work is vectorised (one sort, prefix counts, one gather) and histories
+are held in CSR form (flat positions + offsets), so a million rows take a
+couple of seconds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 
+@dataclass
+class Histories:
+    """Row i's history is ``positions[offsets[i]:offsets[i + 1]]`` (table positions, oldest first)."""
+
+    positions: np.ndarray
+    offsets: np.ndarray
+    n_earlier: np.ndarray  # interactions of the user strictly before row i (uncapped, all rows count)
+
+    def of(self, row: int) -> np.ndarray:
+        return self.positions[self.offsets[row] : self.offsets[row + 1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(start, stop)`` for every pair, without a Python loop."""
+    sizes = stops - starts
+    first = np.r_[0, np.cumsum(sizes)[:-1]]
+    return np.repeat(starts - first, sizes) + np.arange(sizes.sum())
+
+
 def history_positions(
     users: np.ndarray, timestamps: np.ndarray, length: int, eligible: np.ndarray | None = None
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Row positions of each row's history, oldest first, and each row's count of earlier rows.
+) -> Histories:
+    """Each row's previous ``length`` eligible rows of the same user, strictly earlier in time.
 
     ``eligible`` (bool per row) restricts which rows may appear in histories
-    (for example positives only); the count ignores it and the length cap.
+    (for example positives only); ``n_earlier`` ignores it and the length cap.
     """
     if length < 0:
         raise ValueError(f"history length must be >= 0, got {length}")
@@ -41,34 +66,48 @@ def history_positions(
     moment_start = np.maximum.accumulate(np.where(new_moment, index, 0))
     # cum[k] = number of eligible rows among the first k rows of the grouped order.
     cum = np.r_[0, np.cumsum(ok)]
-    hi = cum[moment_start]  # eligible rows of this user strictly before this moment
-    lo = np.maximum(cum[user_start], hi - length)
-    eligible_rows = order[np.flatnonzero(ok)]  # original positions, grouped order
-    sizes = hi - lo
-    flat = eligible_rows[np.repeat(lo - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(sizes.sum())]
-    pieces = np.split(flat, np.cumsum(sizes)[:-1]) if n else []
-    histories: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * n
-    n_earlier = np.empty(n, dtype=np.int64)
-    for k, row in enumerate(order):
-        histories[row] = pieces[k]
-    n_earlier[order] = moment_start - user_start
-    return histories, n_earlier
+    hi_sorted = cum[moment_start]  # eligible rows of this user strictly before this moment
+    lo_sorted = np.maximum(cum[user_start], hi_sorted - length)
+    lo, hi, n_earlier = (np.empty(n, dtype=np.int64) for _ in range(3))
+    lo[order], hi[order], n_earlier[order] = lo_sorted, hi_sorted, moment_start - user_start
+    eligible_rows = order[np.flatnonzero(ok)]  # table positions, in grouped order
+    positions = eligible_rows[_ranges(lo, hi)] if n else np.empty(0, dtype=np.int64)
+    return Histories(positions, np.r_[0, np.cumsum(hi - lo)], n_earlier)
+
+
+def _lists(values: np.ndarray, offsets: np.ndarray) -> list[list]:
+    # One conversion to Python objects, then cheap list slicing per row.
+    flat = values.tolist()
+    return [flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+
+
+def history_lists(table: pd.DataFrame, histories: Histories, rows: np.ndarray) -> dict[str, list[list]]:
+    """History columns for the table positions ``rows``.
+
+    history_item_ids: the previous interactions' items, oldest first;
+    liked_item_ids / disliked_item_ids: the same split by label (order kept).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, stops = histories.offsets[rows], histories.offsets[rows + 1]
+    picked = histories.positions[_ranges(starts, stops)]
+    offsets = np.r_[0, np.cumsum(stops - starts)]
+    items = table["item_id"].to_numpy()[picked]
+    liked = table["label"].to_numpy()[picked] == 1
+    liked_offsets = np.r_[0, np.cumsum(liked)][offsets]
+    disliked_offsets = offsets - liked_offsets
+    return {
+        "history_item_ids": _lists(items, offsets),
+        "liked_item_ids": _lists(items[liked], liked_offsets),
+        "disliked_item_ids": _lists(items[~liked], disliked_offsets),
+    }
 
 
 def attach_histories(table: pd.DataFrame, length: int = 10) -> pd.DataFrame:
-    """Add history columns to a canonical interactions table.
-
-    history_item_ids / history_labels: the previous ``length`` interactions, oldest first;
-    liked_item_ids / disliked_item_ids: the same split by label (order kept);
-    n_earlier: how many interactions the user had strictly before this one (uncapped).
-    """
-    positions, n_earlier = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
-    items = table["item_id"].to_numpy()
-    labels = table["label"].to_numpy()
+    """A copy of a canonical interactions table with history columns for every row
+    (history_item_ids, liked_item_ids, disliked_item_ids, n_earlier)."""
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
     out = table.copy()
-    out["history_item_ids"] = [items[p].tolist() for p in positions]
-    out["history_labels"] = [labels[p].tolist() for p in positions]
-    out["liked_item_ids"] = [items[p[labels[p] == 1]].tolist() for p in positions]
-    out["disliked_item_ids"] = [items[p[labels[p] == 0]].tolist() for p in positions]
-    out["n_earlier"] = n_earlier
+    for name, values in history_lists(table, histories, np.arange(len(table))).items():
+        out[name] = values
+    out["n_earlier"] = histories.n_earlier
     return out

@@ -7,7 +7,6 @@ the data came from.
 
 from __future__ import annotations
 
-import io
 import re
 import zipfile
 from pathlib import Path
@@ -41,18 +40,27 @@ ML100K_GENRES = [
 ]
 
 
-def check_fields(text: str, sep: str, expected: int, source: str, what: str) -> None:
-    """Stop with a clear message when the first data line is not ``expected`` fields split by ``sep``."""
-    first = next((line for line in text.splitlines() if line.strip()), None)
-    if first is None:
+def split_lines(text: str, sep: str, expected: int, source: str, what: str) -> list[list[str]]:
+    """Non-empty lines split by ``sep``; a line with another field count stops with its line number."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(sep)
+        if len(fields) != expected:
+            shown = {"\t": "tab", "|": "'|'", "::": "'::'"}.get(sep, repr(sep))
+            raise DataError(
+                f"{source}: expected {expected} {shown}-separated fields per line ({what}), "
+                f"found {len(fields)} on line {number}: {line[:80]!r}"
+            )
+        rows.append(fields)
+    if not rows:
         raise DataError(f"{source}: file is empty")
-    n = len(first.split(sep))
-    if n != expected:
-        shown = {"\t": "tab", "|": "'|'", "::": "'::'"}.get(sep, repr(sep))
-        raise DataError(
-            f"{source}: expected {expected} {shown}-separated fields per line ({what}), "
-            f"found {n} in the first line {first[:80]!r}"
-        )
+    return rows
+
+
+def _frame(rows: list[list[str]], names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=names, dtype=str)
 
 
 def _read_text(path: Path, encoding: str) -> str:
@@ -63,12 +71,11 @@ def _read_text(path: Path, encoding: str) -> str:
 
 def parse_ml100k_official(ratings_text: str, items_text: str, source: str) -> RecDataset:
     """Parse ML-100K's u.data (tab-separated) and u.item ('|'-separated, latin-1) contents."""
-    check_fields(ratings_text, "\t", 4, f"{source}/u.data", "user id, item id, rating, timestamp")
-    ratings = pd.read_csv(
-        io.StringIO(ratings_text), sep="\t", header=None, names=["user_id", "item_id", "rating", "timestamp"]
+    ratings = _frame(
+        split_lines(ratings_text, "\t", 4, f"{source}/u.data", "user id, item id, rating, timestamp"),
+        ["user_id", "item_id", "rating", "timestamp"],
     )
-    check_fields(items_text, "|", 5 + len(ML100K_GENRES), f"{source}/u.item", "id|title|dates|url|19 genre flags")
-    rows = [line.split("|") for line in items_text.splitlines() if line.strip()]
+    rows = split_lines(items_text, "|", 5 + len(ML100K_GENRES), f"{source}/u.item", "id|title|dates|url|19 genre flags")
     items = pd.DataFrame(
         {
             "item_id": [r[0] for r in rows],
@@ -115,21 +122,13 @@ def parse_ml100k_recbole(inter_text: str, item_text: str, source: str) -> RecDat
     RecBole stores the year apart from the title and genres space-separated;
     the year is put back as "Title (Year)" to match the official u.item.
     """
-    _atomic_header(inter_text, f"{source}/ml-100k.inter", ["user_id", "item_id", "rating", "timestamp"])
-    ratings = pd.read_csv(
-        io.StringIO(inter_text),
-        sep="\t",
-        skiprows=1,
-        header=None,
-        names=["user_id", "item_id", "rating", "timestamp"],
-        dtype=str,
-    )
+    names = ["user_id", "item_id", "rating", "timestamp"]
+    _atomic_header(inter_text, f"{source}/ml-100k.inter", names)
+    ratings = _frame(split_lines(inter_text, "\t", 4, f"{source}/ml-100k.inter", "atomic .inter")[1:], names)
     _atomic_header(item_text, f"{source}/ml-100k.item", ["item_id", "movie_title", "release_year", "class"])
-    rows = [line.split("\t") for line in item_text.splitlines()[1:] if line.strip()]
+    rows = split_lines(item_text, "\t", 4, f"{source}/ml-100k.item", "item id, title, year, genres")[1:]
     titles, genres = [], []
     for row in rows:
-        if len(row) != 4:
-            raise DataError(f"{source}/ml-100k.item: expected 4 tab-separated fields, found {len(row)}: {row}")
         title, year = row[1].strip(), row[2].strip()
         if title == "unkonwn":  # RecBole's typo for the official "unknown" placeholder item
             title = "unknown"
@@ -148,21 +147,16 @@ def read_ml1m(path: str | Path) -> RecDataset:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: expected the ml-1m directory holding ratings.dat and movies.dat")
-    ratings_text = _read_text(path / "ratings.dat", "latin-1")
-    check_fields(ratings_text, "::", 4, str(path / "ratings.dat"), "UserID::MovieID::Rating::Timestamp")
-    # '::' split on ':' leaves empty fields between the values; the C parser is much
-    # faster than a regex separator on a million lines.
-    ratings = pd.read_csv(
-        io.StringIO(ratings_text),
-        sep=":",
-        header=None,
-        usecols=[0, 2, 4, 6],
-        names=["user_id", "_a", "item_id", "_b", "rating", "_c", "timestamp"],
-        dtype=str,
+    ratings = _frame(
+        split_lines(
+            _read_text(path / "ratings.dat", "latin-1"), "::", 4, str(path / "ratings.dat"),
+            "UserID::MovieID::Rating::Timestamp",
+        ),
+        ["user_id", "item_id", "rating", "timestamp"],
+    )  # fmt: skip
+    rows = split_lines(
+        _read_text(path / "movies.dat", "latin-1"), "::", 3, str(path / "movies.dat"), "MovieID::Title::Genres"
     )
-    movies_text = _read_text(path / "movies.dat", "latin-1")
-    check_fields(movies_text, "::", 3, str(path / "movies.dat"), "MovieID::Title::Genres")
-    rows = [line.split("::") for line in movies_text.splitlines() if line.strip()]
     items = pd.DataFrame(
         {
             "item_id": [r[0] for r in rows],

@@ -5,20 +5,20 @@ only the last ``last_n``, or only those inside [start, end)) are cut into
 ``n_periods`` periods of equal count or of equal time span. Inside a period
 the first ``1 - val_fraction`` of rows in time are its train split and the
 rest its val split. A model trained through period t is tested on all of
-period t + 1. Rows outside every period keep ``period = -1``: they still
-serve as history, but nothing trains or tests on them.
+period t + 1. Rows in no period still serve as history for later rows, but
+nothing trains or tests on them, so the timeline's table leaves them out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from llm4rec.data.histories import attach_histories
+from llm4rec.data.histories import history_lists, history_positions
 from llm4rec.data.tables import RecDataset, apply_label
 from llm4rec.errors import ConfigError, DataError
 
@@ -109,17 +109,20 @@ def assign_splits(period: np.ndarray, val_fraction: float) -> np.ndarray:
 
 @dataclass
 class Timeline:
-    """A dataset cut into periods, with every interaction's history attached.
+    """A dataset cut into periods, with every sample's history attached.
 
-    ``table`` holds all interactions sorted by time, with columns ``period``
-    (-1 = in no period), ``split`` ('train' / 'val' / ''), the history columns
-    of :func:`attach_histories`, and everything in the canonical table.
+    ``table`` holds the samples of all periods sorted by time, with the
+    canonical columns plus ``period``, ``split`` ('train' / 'val'),
+    ``history_item_ids``, ``liked_item_ids``, ``disliked_item_ids`` and
+    ``n_earlier`` (see :mod:`llm4rec.data.histories`). ``dataset`` is the
+    whole dataset the periods were cut from.
     """
 
     name: str
     table: pd.DataFrame
     items: pd.DataFrame
-    config: PeriodConfig = field(default_factory=PeriodConfig)
+    config: PeriodConfig
+    dataset: RecDataset
 
     @property
     def n_periods(self) -> int:
@@ -140,12 +143,15 @@ class Timeline:
     def through(self, index: int) -> pd.DataFrame:
         """All rows of periods 0..index (train and val)."""
         self.check_period(index)
-        period = self.table["period"].to_numpy()
-        return self.table[(period >= 0) & (period <= index)]
+        return self.table[self.table["period"].to_numpy() <= index]
 
     def seen_items(self, through: int) -> np.ndarray:
         """Item ids occurring in periods 0..through: the warm items when testing period through + 1."""
         return self.through(through)["item_id"].unique()
+
+    def warm_mask(self, samples: pd.DataFrame, trained_through: int) -> np.ndarray:
+        """True where a sample's item occurs in periods 0..trained_through (warm), False where cold."""
+        return samples["item_id"].isin(self.seen_items(trained_through)).to_numpy()
 
     def summary(self) -> list[dict]:
         rows = []
@@ -170,22 +176,27 @@ def build_timeline(
     history_length: int = 10,
     label_threshold: float | None = None,
 ) -> Timeline:
-    """Sort, label, attach histories, and cut ``dataset`` into periods."""
+    """Sort, label, find histories, and cut ``dataset`` into periods."""
     interactions = dataset.interactions
     if label_threshold is not None:
         interactions = apply_label(interactions, label_threshold)
     # Ties in time are broken by user then item so the order (and every cut) is reproducible.
     table = interactions.sort_values(["timestamp", "user_id", "item_id"], kind="mergesort").reset_index(drop=True)
-    table = attach_histories(table, history_length)
-    eligible = table["n_earlier"].to_numpy() >= periods.min_history
-    table["period"] = assign_periods(table["timestamp"].to_numpy(), eligible, periods)
-    table["split"] = assign_splits(table["period"].to_numpy(), periods.val_fraction)
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), history_length)
+    period = assign_periods(table["timestamp"].to_numpy(), histories.n_earlier >= periods.min_history, periods)
+    rows = np.flatnonzero(period != OUTSIDE)
+    samples = table.iloc[rows].copy()
+    for name, values in history_lists(table, histories, rows).items():
+        samples[name] = values
+    samples["n_earlier"] = histories.n_earlier[rows]
+    samples["period"] = period[rows]
+    samples["split"] = assign_splits(period[rows], periods.val_fraction)
     for index in range(periods.n_periods):
-        counts = table.loc[table["period"] == index, "split"].value_counts()
+        counts = samples.loc[samples["period"] == index, "split"].value_counts()
         if counts.get("train", 0) == 0 or counts.get("val", 0) == 0:
             raise DataError(
                 f"{dataset.name}: period {index} has {counts.get('train', 0)} train and {counts.get('val', 0)} val "
                 f"samples; every period needs both. Use fewer periods (periods.n_periods) or, in time mode, "
                 "a start/end range that the data covers"
             )
-    return Timeline(dataset.name, table, dataset.items, periods)
+    return Timeline(dataset.name, samples.reset_index(drop=True), dataset.items, periods, dataset)

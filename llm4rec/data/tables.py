@@ -38,6 +38,11 @@ def canonical_interactions(
         raise DataError(f"{source}: missing column(s) {missing}; expected user_id, item_id, rating, timestamp")
     if len(frame) == 0:
         raise DataError(f"{source}: no interactions found")
+    for column in ("user_id", "item_id"):
+        ids = frame[column]
+        empty = ids.isna() | (ids.astype(str).str.strip() == "")
+        if empty.any():
+            raise DataError(f"{source}: {column} is empty in data row {int(np.flatnonzero(empty)[0]) + 1}")
     rating = pd.to_numeric(frame["rating"], errors="coerce")
     if rating.isna().any():
         bad = frame["rating"][rating.isna()].iloc[0]
@@ -46,6 +51,9 @@ def canonical_interactions(
     if timestamp.isna().any():
         bad = frame["timestamp"][timestamp.isna()].iloc[0]
         raise DataError(f"{source}: timestamp must be Unix seconds (an integer), found {bad!r}")
+    if (timestamp != np.floor(timestamp)).any():
+        bad = timestamp[timestamp != np.floor(timestamp)].iloc[0]
+        raise DataError(f"{source}: timestamp must be whole Unix seconds, found {bad!r}")
     out = pd.DataFrame(
         {
             "user_id": frame["user_id"].astype(str).to_numpy(),

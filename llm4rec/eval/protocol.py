@@ -84,7 +84,7 @@ def run_protocol(
         samples = timeline.period(tested)
         p = _check_probabilities(method.name, method.predict_proba(samples), len(samples))
         seconds = time.perf_counter() - started
-        warm = samples["item_id"].isin(timeline.seen_items(tested - 1)).to_numpy()
+        warm = timeline.warm_mask(samples, trained_through=tested - 1)
         row = score(
             method.name,
             tested,
