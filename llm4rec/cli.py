@@ -70,6 +70,11 @@ def dataset_stats(config) -> dict:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     stats = dataset_stats(_data_config(args))
+    if args.plot:
+        from llm4rec.eval.plots import plot_periods
+
+        plot_periods(stats["periods"], args.plot, title=f"{stats['dataset']}: periods and positive rate")
+        print(f"plot written to {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -103,8 +108,11 @@ def cmd_popularity(args: argparse.Namespace) -> int:
     rows = with_means(rows)
     print(markdown_table(rows, ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]))
     if args.out:
+        from llm4rec.eval.plots import plot_metric_per_period
+
         paths = write_results(rows, args.out, title=f"Item popularity on {config.name}")
-        print(f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}")
+        plot_metric_per_period(rows, Path(args.out) / "auc_per_period.png", title=f"{config.name}: AUC per period")
+        print(f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}} and auc_per_period.png")
     return 0
 
 
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_options(stats, positional=True)
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.add_argument("--plot", metavar="PNG", help="also draw period sizes and positive rates into this PNG file")
     stats.set_defaults(func=cmd_data_stats)
 
     popularity = commands.add_parser(

@@ -301,7 +301,9 @@ def test_recbole_bad_header():
 
 def test_recbole_item_row_with_wrong_field_count():
     bad = RECBOLE_ITEM + "5\tCopycat 1995\tCrime\n"
-    with pytest.raises(DataError, match=r"src/ml-100k\.item: expected 4 tab-separated fields per line .*found 3 on line 6"):
+    with pytest.raises(
+        DataError, match=r"src/ml-100k\.item: expected 4 tab-separated fields per line .*found 3 on line 6"
+    ):
         parse_ml100k_recbole(RECBOLE_INTER, bad, "src")
 
 

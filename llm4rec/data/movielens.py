@@ -59,8 +59,17 @@ def split_lines(text: str, sep: str, expected: int, source: str, what: str) -> l
     return rows
 
 
-def _frame(rows: list[list[str]], names: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=names, dtype=str)
+RATING_FIELDS = ["user_id", "item_id", "rating", "timestamp"]
+
+
+def _dataset(
+    name: str, rating_rows: list[list[str]], ratings_source: str, items: dict[str, list], items_source: str
+) -> RecDataset:
+    """Canonical dataset from split rating lines and item columns (item_id, title, genres)."""
+    ratings = pd.DataFrame(rating_rows, columns=RATING_FIELDS, dtype=str)
+    return RecDataset(
+        name, canonical_interactions(ratings, ratings_source), canonical_items(pd.DataFrame(items), items_source)
+    )
 
 
 def _read_text(path: Path, encoding: str) -> str:
@@ -71,23 +80,14 @@ def _read_text(path: Path, encoding: str) -> str:
 
 def parse_ml100k_official(ratings_text: str, items_text: str, source: str) -> RecDataset:
     """Parse ML-100K's u.data (tab-separated) and u.item ('|'-separated, latin-1) contents."""
-    ratings = _frame(
-        split_lines(ratings_text, "\t", 4, f"{source}/u.data", "user id, item id, rating, timestamp"),
-        ["user_id", "item_id", "rating", "timestamp"],
-    )
+    ratings = split_lines(ratings_text, "\t", 4, f"{source}/u.data", "user id, item id, rating, timestamp")
     rows = split_lines(items_text, "|", 5 + len(ML100K_GENRES), f"{source}/u.item", "id|title|dates|url|19 genre flags")
-    items = pd.DataFrame(
-        {
-            "item_id": [r[0] for r in rows],
-            "title": [r[1] for r in rows],
-            "genres": [[g for g, flag in zip(ML100K_GENRES, r[5:], strict=True) if flag == "1"] for r in rows],
-        }
-    )
-    return RecDataset(
-        "ml-100k",
-        canonical_interactions(ratings, f"{source}/u.data"),
-        canonical_items(items, f"{source}/u.item"),
-    )
+    items = {
+        "item_id": [r[0] for r in rows],
+        "title": [r[1] for r in rows],
+        "genres": [[g for g, flag in zip(ML100K_GENRES, r[5:], strict=True) if flag == "1"] for r in rows],
+    }
+    return _dataset("ml-100k", ratings, f"{source}/u.data", items, f"{source}/u.item")
 
 
 def read_ml100k_official(path: str | Path) -> RecDataset:
@@ -122,9 +122,8 @@ def parse_ml100k_recbole(inter_text: str, item_text: str, source: str) -> RecDat
     RecBole stores the year apart from the title and genres space-separated;
     the year is put back as "Title (Year)" to match the official u.item.
     """
-    names = ["user_id", "item_id", "rating", "timestamp"]
-    _atomic_header(inter_text, f"{source}/ml-100k.inter", names)
-    ratings = _frame(split_lines(inter_text, "\t", 4, f"{source}/ml-100k.inter", "atomic .inter")[1:], names)
+    _atomic_header(inter_text, f"{source}/ml-100k.inter", RATING_FIELDS)
+    ratings = split_lines(inter_text, "\t", 4, f"{source}/ml-100k.inter", "user, item, rating, timestamp")[1:]
     _atomic_header(item_text, f"{source}/ml-100k.item", ["item_id", "movie_title", "release_year", "class"])
     rows = split_lines(item_text, "\t", 4, f"{source}/ml-100k.item", "item id, title, year, genres")[1:]
     titles, genres = [], []
@@ -134,12 +133,8 @@ def parse_ml100k_recbole(inter_text: str, item_text: str, source: str) -> RecDat
             title = "unknown"
         titles.append(f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title)
         genres.append(row[3].split())
-    items = pd.DataFrame({"item_id": [r[0] for r in rows], "title": titles, "genres": genres})
-    return RecDataset(
-        "ml-100k",
-        canonical_interactions(ratings, f"{source}/ml-100k.inter"),
-        canonical_items(items, f"{source}/ml-100k.item"),
-    )
+    items = {"item_id": [r[0] for r in rows], "title": titles, "genres": genres}
+    return _dataset("ml-100k", ratings, f"{source}/ml-100k.inter", items, f"{source}/ml-100k.item")
 
 
 def read_ml1m(path: str | Path) -> RecDataset:
@@ -147,25 +142,14 @@ def read_ml1m(path: str | Path) -> RecDataset:
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: expected the ml-1m directory holding ratings.dat and movies.dat")
-    ratings = _frame(
-        split_lines(
-            _read_text(path / "ratings.dat", "latin-1"), "::", 4, str(path / "ratings.dat"),
-            "UserID::MovieID::Rating::Timestamp",
-        ),
-        ["user_id", "item_id", "rating", "timestamp"],
-    )  # fmt: skip
-    rows = split_lines(
-        _read_text(path / "movies.dat", "latin-1"), "::", 3, str(path / "movies.dat"), "MovieID::Title::Genres"
+    ratings_path, movies_path = path / "ratings.dat", path / "movies.dat"
+    ratings = split_lines(
+        _read_text(ratings_path, "latin-1"), "::", 4, str(ratings_path), "UserID::MovieID::Rating::Timestamp"
     )
-    items = pd.DataFrame(
-        {
-            "item_id": [r[0] for r in rows],
-            "title": [r[1] for r in rows],
-            "genres": [r[2].split("|") if r[2] else [] for r in rows],
-        }
-    )
-    return RecDataset(
-        "ml-1m",
-        canonical_interactions(ratings, str(path / "ratings.dat")),
-        canonical_items(items, str(path / "movies.dat")),
-    )
+    rows = split_lines(_read_text(movies_path, "latin-1"), "::", 3, str(movies_path), "MovieID::Title::Genres")
+    items = {
+        "item_id": [r[0] for r in rows],
+        "title": [r[1] for r in rows],
+        "genres": [r[2].split("|") if r[2] else [] for r in rows],
+    }
+    return _dataset("ml-1m", ratings, str(ratings_path), items, str(movies_path))
