@@ -52,9 +52,9 @@ def write_ml100k_official(directory: Path, raw: pd.DataFrame) -> Path:
     return directory
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch) -> Path:
-    """An empty llm4rec cache for this test only."""
+    """An empty llm4rec cache for every test: tests never read or write the user's cache."""
     path = tmp_path / "cache"
     monkeypatch.setenv("LLM4REC_CACHE", str(path))
     return path

@@ -662,13 +662,6 @@ def test_zip_with_comma_separated_u_data(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "cache"
-    monkeypatch.setenv("LLM4REC_CACHE", str(path))
-    return path
-
-
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM4REC_CACHE", str(tmp_path / "c"))
     assert store.dataset_dir("ml-1m") == tmp_path / "c" / "datasets" / "ml-1m"
