@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4rec.data.histories import attach_histories, history_positions
+from llm4rec.data.histories import history_lists, history_positions
 from llm4rec.data.tables import canonical_interactions
 from tests.conftest import synthetic_interactions
 
@@ -16,6 +16,14 @@ def brute_force(table: pd.DataFrame, length: int, eligible=None) -> list[list[in
             earlier = earlier[eligible[earlier.index]]
         positions = earlier.sort_values("timestamp", kind="mergesort").index.to_list()
         out.append(positions[-length:] if length else [])
+    return out
+
+
+def with_histories(table: pd.DataFrame, length: int) -> pd.DataFrame:
+    """The table with the history columns build_timeline attaches, for every row."""
+    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
+    out = table.assign(**history_lists(table, histories, np.arange(len(table))))
+    out["n_earlier"] = histories.n_earlier
     return out
 
 
@@ -42,7 +50,7 @@ def test_positives_only_histories_match_brute_force(table):
 
 
 def test_never_the_target_nor_anything_at_or_after_its_time(table):
-    out = attach_histories(table, 10)
+    out = with_histories(table, 10)
     ts = table["timestamp"].to_numpy()
     histories = history_positions(table["user_id"].to_numpy(), ts, 10)
     for i in range(len(table)):
@@ -54,7 +62,7 @@ def test_never_the_target_nor_anything_at_or_after_its_time(table):
 
 
 def test_liked_and_disliked_split_by_label(table):
-    out = attach_histories(table, 10)
+    out = with_histories(table, 10)
     histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), 10)
     items, labels = table["item_id"].to_numpy(), table["label"].to_numpy()
     for i, row in out.iterrows():
@@ -76,7 +84,7 @@ def test_same_second_ratings_are_not_each_others_history():
         ),
         "hand",
     )
-    out = attach_histories(table, 10)
+    out = with_histories(table, 10)
     assert out["history_item_ids"].tolist() == [[], ["10"], ["10"], ["10", "11", "12"]]
     assert out["liked_item_ids"].tolist() == [[], ["10"], ["10"], ["10", "12"]]
     assert out["disliked_item_ids"].tolist() == [[], [], [], ["11"]]

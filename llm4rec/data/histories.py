@@ -100,14 +100,3 @@ def history_lists(table: pd.DataFrame, histories: Histories, rows: np.ndarray) -
         "liked_item_ids": _lists(items[liked], liked_offsets),
         "disliked_item_ids": _lists(items[~liked], disliked_offsets),
     }
-
-
-def attach_histories(table: pd.DataFrame, length: int = 10) -> pd.DataFrame:
-    """A copy of a canonical interactions table with history columns for every row
-    (history_item_ids, liked_item_ids, disliked_item_ids, n_earlier)."""
-    histories = history_positions(table["user_id"].to_numpy(), table["timestamp"].to_numpy(), length)
-    out = table.copy()
-    for name, values in history_lists(table, histories, np.arange(len(table))).items():
-        out[name] = values
-    out["n_earlier"] = histories.n_earlier
-    return out
