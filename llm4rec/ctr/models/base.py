@@ -1,0 +1,145 @@
+"""What every CTR model shares: growing embedding tables, the field stack, an MLP, the model base class.
+
+A batch is a dict of tensors: ``user`` (B,), ``item`` (B,), ``genres`` (B, G)
+and ``history`` (B, L) hold embedding indices (0 = padding, 1 = OOV, see
+:mod:`llm4rec.ctr.features`).
+
+Every model computes a last hidden representation ``h`` (B, H) and a logit
+``output(h) + extra``, where ``output`` is one ``nn.Linear(H, 1)`` (the final
+layer) and ``extra`` holds the parts that bypass it (biases, wide / FM terms).
+ReLoop2 keys its memory on ``h``; MEGG takes gradients of ``output`` and of
+embedding rows (:meth:`CtrModel.embedding_tables`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from llm4rec.ctr.features import OOV, PAD
+
+Batch = dict[str, torch.Tensor]
+INIT_STD = 0.01
+
+
+class GrowingEmbedding(nn.Module):
+    """An embedding table over one vocabulary ('user', 'item' or 'genre') that can add rows.
+
+    Padding and OOV rows start at zero: padding is never trained (its gradient
+    is dropped), and OOV is only trained if training data holds OOV ids, so an
+    id never seen contributes nothing rather than noise.
+    """
+
+    def __init__(self, vocab: str, num: int, dim: int) -> None:
+        super().__init__()
+        self.vocab, self.dim = vocab, dim
+        self.weight = nn.Parameter(self._new_rows(num, start=0))
+
+    def _new_rows(self, num: int, start: int) -> torch.Tensor:
+        rows = torch.randn(num, self.dim) * INIT_STD
+        special = [index - start for index in (PAD, OOV) if start <= index < start + num]
+        rows[special] = 0.0
+        return rows
+
+    @property
+    def num(self) -> int:
+        return self.weight.shape[0]
+
+    def grow(self, num: int) -> None:
+        """Append rows up to ``num``; existing rows keep their values and indices."""
+        if num > self.num:
+            extra = self._new_rows(num - self.num, start=self.num).to(self.weight)
+            self.weight = nn.Parameter(torch.cat([self.weight.data, extra]))
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(index, self.weight, padding_idx=PAD)
+
+
+def masked_mean(vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Mean over the non-padding positions of (B, L, D) ``vectors``; zeros where all are padding."""
+    mask = (index != PAD).unsqueeze(-1).to(vectors.dtype)
+    return (vectors * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear + ReLU (+ dropout) for each consecutive pair of ``sizes`` (input size first)."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class FieldEmbeddings(nn.Module):
+    """The four fields every model sees: user, item, mean of item genres, mean of history items.
+
+    History items share the item table, as in DIN and ASMG's base model.
+    """
+
+    N_FIELDS = 4
+
+    def __init__(self, vocab_sizes: dict[str, int], dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.user = GrowingEmbedding("user", vocab_sizes["user"], dim)
+        self.item = GrowingEmbedding("item", vocab_sizes["item"], dim)
+        self.genre = GrowingEmbedding("genre", vocab_sizes["genre"], dim)
+
+    def genres(self, batch: Batch) -> torch.Tensor:
+        return masked_mean(self.genre(batch["genres"]), batch["genres"])
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(B, 4, D): user, item, pooled genres, pooled history."""
+        history = masked_mean(self.item(batch["history"]), batch["history"])
+        return torch.stack([self.user(batch["user"]), self.item(batch["item"]), self.genres(batch), history], dim=1)
+
+
+class FirstOrder(nn.Module):
+    """Sum of one learned weight per id (user, item, each genre, each history item) plus a bias:
+    the linear part of Wide&Deep, DeepFM and NFM."""
+
+    def __init__(self, vocab_sizes: dict[str, int]) -> None:
+        super().__init__()
+        self.user = GrowingEmbedding("user", vocab_sizes["user"], 1)
+        self.item = GrowingEmbedding("item", vocab_sizes["item"], 1)
+        self.genre = GrowingEmbedding("genre", vocab_sizes["genre"], 1)
+        self.history = GrowingEmbedding("item", vocab_sizes["item"], 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        genres = masked_mean(self.genre(batch["genres"]), batch["genres"])
+        history = masked_mean(self.history(batch["history"]), batch["history"])
+        return (self.user(batch["user"]) + self.item(batch["item"]) + genres + history).squeeze(-1) + self.bias
+
+
+class CtrModel(nn.Module):
+    """Base class: subclasses build ``self.output = nn.Linear(H, 1)`` and implement :meth:`parts`."""
+
+    output: nn.Linear
+
+    def parts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(last hidden representation (B, H), logit terms that bypass the final layer (B,) or 0.0)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits (B,)."""
+        hidden, extra = self.parts(batch)
+        return self.output(hidden).squeeze(-1) + extra
+
+    def hidden(self, batch: Batch) -> torch.Tensor:
+        """The last hidden representation (B, H): the final layer's input."""
+        return self.parts(batch)[0]
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.output.in_features
+
+    def embedding_tables(self) -> dict[str, GrowingEmbedding]:
+        """Every embedding table by module name (e.g. ``fields.item``); ``.vocab`` says which ids index it."""
+        return {name: module for name, module in self.named_modules() if isinstance(module, GrowingEmbedding)}
+
+    def grow(self, vocab_sizes: dict[str, int]) -> None:
+        """Give every table a row for each id the encoders now know (old rows unchanged)."""
+        for table in self.embedding_tables().values():
+            table.grow(vocab_sizes[table.vocab])

@@ -1,0 +1,110 @@
+"""The one trainer for every CTR model: BCE on logits, Adam, mini-batches by tensor indexing,
+early stopping on the val split's AUC (the best epoch's weights are kept).
+
+Data arrive as a dict of tensors (see :meth:`FeatureEncoders.encode`); a
+batch is one index tensor applied to each, so no Python runs per sample.
+Shuffling uses its own generator seeded by ``seed``, so a run is repeatable on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from llm4rec.ctr.config import TrainConfig
+from llm4rec.ctr.models.base import CtrModel
+from llm4rec.eval import metrics
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainReport:
+    n_train: int
+    n_val: int
+    val_auc: list[float] = field(default_factory=list)  # after each epoch
+    best_epoch: int = 0  # 1-based; 0 when there was no val split
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "epochs": len(self.val_auc),
+            "best_epoch": self.best_epoch,
+            "val_auc": [None if math.isnan(a) else round(a, 5) for a in self.val_auc],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def take(tensors: Tensors, index: torch.Tensor) -> Tensors:
+    return {name: values[index] for name, values in tensors.items()}
+
+
+def n_rows(tensors: Tensors) -> int:
+    return len(tensors["label"])
+
+
+@torch.no_grad()
+def predict_proba(model: CtrModel, tensors: Tensors, batch_size: int = 8192) -> np.ndarray:
+    """P(label = 1) per row, in eval mode (no dropout)."""
+    was_training = model.training
+    model.eval()
+    n, device = n_rows(tensors), tensors["label"].device
+    out = [
+        torch.sigmoid(model(take(tensors, torch.arange(start, min(start + batch_size, n), device=device)))).double()
+        for start in range(0, n, batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(out).cpu().numpy() if out else np.empty(0)
+
+
+def _val_score(model: CtrModel, val: Tensors, batch_size: int) -> tuple[float, float]:
+    """(val AUC, the number early stopping maximises): AUC, or -LogLoss when val has one class only."""
+    y = val["label"].numpy()
+    p = predict_proba(model, val, batch_size)
+    auc = metrics.auc(y, p)
+    return auc, (auc if not math.isnan(auc) else -metrics.logloss(y, p))
+
+
+def fit(model: CtrModel, train: Tensors, val: Tensors | None, config: TrainConfig, seed: int = 0) -> TrainReport:
+    """Train ``model`` in place on ``train``; keep the epoch with the best ``val`` AUC (all epochs if no val)."""
+    started = time.perf_counter()
+    n = n_rows(train)
+    report = TrainReport(n_train=n, n_val=n_rows(val) if val is not None else 0)
+    if n == 0:
+        return report
+    generator = torch.Generator().manual_seed(seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    best_score, best_state, stale = -math.inf, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(train["label"].device)
+        for start in range(0, n, config.batch_size):
+            batch = take(train, order[start : start + config.batch_size])
+            loss = F.binary_cross_entropy_with_logits(model(batch), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if val is None or n_rows(val) == 0:
+            report.val_auc.append(float("nan"))
+            continue
+        auc, score = _val_score(model, val, config.eval_batch_size)
+        report.val_auc.append(auc)
+        if score > best_score:
+            best_score, stale, report.best_epoch = score, 0, epoch
+            best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    report.seconds = time.perf_counter() - started
+    return report

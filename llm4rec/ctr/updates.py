@@ -1,0 +1,115 @@
+"""Keeping a CTR model up to date over periods: IU, BU-w and FR as period methods for run_protocol.
+
+The first ``fit`` (period K - 1) pre-trains a fresh model on periods 0..K-1 in every mode.
+After that, ``fit(timeline, t)``:
+
+- IU (incremental update): fine-tune the current model on period t only;
+- BU-w (batch update): fine-tune the current model on periods t-w+1..t;
+- FR (full retraining): train a fresh model on periods 0..t.
+
+Training data are the train splits of those periods, plus the val splits of
+periods before t (already used for their own model selection, so now just
+data); early stopping watches period t's val split, never a test period.
+Encoders grow on every id of periods 0..t, then the model gains rows for the
+new ids; ids first seen in period t + 1 score through the OOV row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
+from llm4rec.ctr.features import FeatureTable, build_feature_table
+from llm4rec.ctr.models import CtrModel, build_model, check_model_name
+from llm4rec.ctr.train import TrainReport, fit, predict_proba
+from llm4rec.data.periods import Timeline
+from llm4rec.data.tables import apply_label
+from llm4rec.errors import ConfigError, DataError
+
+MODES = ("IU", "BU", "FR")
+
+
+def timeline_features(timeline: Timeline, label_threshold: float, features: FeatureConfig) -> FeatureTable:
+    """The feature table of every timeline sample (histories drawn from the whole dataset)."""
+    table = timeline.table
+    if not np.array_equal(table["label"].to_numpy() == 1, table["rating"].to_numpy() > label_threshold):
+        raise ConfigError(f"label_threshold {label_threshold:g} is not the one the timeline was labelled with")
+    interactions = apply_label(timeline.dataset.interactions, label_threshold)
+    return build_feature_table(table, interactions, timeline.items, features.history_length, features.max_genres)
+
+
+def method_name(model: str, mode: str, window: int) -> str:
+    return f"{model}-{'BU' + str(window) if mode == 'BU' else mode}"
+
+
+class CtrUpdateMethod:
+    """One CTR model, kept up to date period by period in one update mode (a PeriodMethod)."""
+
+    def __init__(
+        self,
+        model: str,
+        mode: str,
+        features: FeatureTable,
+        options: ModelOptions | None = None,
+        train: TrainConfig | None = None,
+        window: int = 3,
+        seed: int = 0,
+    ) -> None:
+        check_model_name(model)
+        if mode not in MODES:
+            raise ConfigError(f"update mode {mode!r} is unknown; available: {list(MODES)}")
+        if window < 1:
+            raise ConfigError(f"window: BU-w needs w >= 1, got {window}")
+        self.model_name, self.mode, self.window, self.seed = model, mode, window, seed
+        self.name = method_name(model, mode, window)
+        self.features = features
+        self.options = options or ModelOptions()
+        self.train_config = train or TrainConfig()
+        self.encoders = features.new_encoders()
+        self.model: CtrModel | None = None
+        self.grown_through = -1
+        self.reports: dict[int, TrainReport] = {}  # fitted period -> what training did
+
+    def _check_table(self, timeline: Timeline) -> None:
+        if len(timeline.table) != len(self.features):
+            raise DataError(f"{self.name}: the feature table was built for another timeline")
+
+    def fit(self, timeline: Timeline, period: int) -> None:
+        self._check_table(timeline)
+        periods = timeline.table["period"].to_numpy()
+        is_train = timeline.table["split"].to_numpy() == "train"
+        # Ids of everything up to period t are known by now; the encoders only ever append.
+        self.encoders.grow(self.features, np.flatnonzero((periods > self.grown_through) & (periods <= period)))
+        self.grown_through = max(self.grown_through, period)
+        if self.model is None or self.mode == "FR":
+            first = 0
+            self.model = build_model(self.model_name, self.encoders.vocab_sizes(), self.options)
+        else:
+            first = period if self.mode == "IU" else max(0, period - self.window + 1)
+            self.model.grow(self.encoders.vocab_sizes())
+        train_rows = np.flatnonzero(((periods >= first) & (periods < period)) | ((periods == period) & is_train))
+        val_rows = np.flatnonzero((periods == period) & ~is_train)
+        self.reports[period] = fit(
+            self.model,
+            self.encoders.encode(self.features, train_rows),
+            self.encoders.encode(self.features, val_rows),
+            self.train_config,
+            seed=self.seed * 1_000_003 + period,
+        )
+
+    def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
+        if self.model is None:
+            raise DataError(f"{self.name}: predict_proba before fit")
+        rows = samples.index.to_numpy()
+        # Samples are rows of the timeline's table (index 0..n-1): check they are the rows we built features for.
+        if len(rows) and (
+            rows.min() < 0
+            or rows.max() >= len(self.features)
+            or not np.array_equal(
+                self.features.user_names[self.features.user[rows]], samples["user_id"].astype(str).to_numpy()
+            )
+        ):
+            raise DataError(f"{self.name}: samples must be rows of the timeline table the features were built from")
+        tensors = self.encoders.encode(self.features, rows)
+        return predict_proba(self.model, tensors, self.train_config.eval_batch_size)

@@ -1,0 +1,126 @@
+"""IU / BU-w / FR over periods: which data each update trains on, new ids in the next period, repeatability."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
+from llm4rec.ctr.features import OOV
+from llm4rec.ctr.updates import CtrUpdateMethod, timeline_features
+from llm4rec.data.periods import PeriodConfig, build_timeline
+from llm4rec.data.tables import RecDataset, canonical_interactions, canonical_items
+from llm4rec.errors import ConfigError, DataError
+from llm4rec.eval.protocol import run_protocol
+
+SMALL = ModelOptions(embedding_dim=8, mlp=[16, 8], attention_mlp=[8])
+FAST = TrainConfig(epochs=3, patience=1, batch_size=256, learning_rate=0.01)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def arriving_dataset(n=4000, seed=0) -> RecDataset:
+    """Users and items keep arriving over time (so every period brings new ids); item quality drives ratings."""
+    rng = np.random.default_rng(seed)
+    position = np.arange(n)
+    n_items = 20 + position * 100 // n  # the catalogue grows from 20 to 120 items
+    users = rng.integers(0, 10 + position * 60 // n) + 1
+    items = (rng.random(n) * n_items).astype(int) + 1
+    quality = rng.normal(0, 1.2, 200)
+    rating = np.clip(np.round(3 + quality[items] + rng.normal(0, 0.7, n)), 1, 5)
+    raw = pd.DataFrame({"user_id": users, "item_id": items, "rating": rating, "timestamp": 1_000_000 + position * 60})
+    catalogue = pd.DataFrame(
+        {"item_id": np.arange(1, 200), "title": "x", "genres": [["A"] if i % 3 else ["B", "C"] for i in range(1, 200)]}
+    )
+    return RecDataset("ml-100k", canonical_interactions(raw, "arriving"), canonical_items(catalogue, "arriving"))
+
+
+@pytest.fixture(scope="module")
+def timeline():
+    return build_timeline(arriving_dataset(), PeriodConfig(n_periods=5))
+
+
+@pytest.fixture(scope="module")
+def features(timeline):
+    return timeline_features(timeline, 3.0, FeatureConfig(history_length=10))
+
+
+def method(features, model="MF", mode="IU", **kwargs):
+    return CtrUpdateMethod(model, mode, features, SMALL, FAST, **kwargs)
+
+
+def test_each_mode_trains_on_its_window(timeline, features):
+    table = timeline.table
+
+    def n_train(first, period):
+        in_window = (table["period"] >= first) & (table["period"] < period)
+        return int(in_window.sum() + ((table["period"] == period) & (table["split"] == "train")).sum())
+
+    expected = {
+        "IU": {1: n_train(0, 1), 2: n_train(2, 2), 3: n_train(3, 3)},
+        "BU": {1: n_train(0, 1), 2: n_train(1, 2), 3: n_train(2, 3)},  # w = 2
+        "FR": {1: n_train(0, 1), 2: n_train(0, 2), 3: n_train(0, 3)},
+    }
+    for mode, sizes in expected.items():
+        m = method(features, mode=mode, window=2)
+        run_protocol(m, timeline, first_test_period=2, progress=False)
+        assert m.name == {"IU": "MF-IU", "BU": "MF-BU2", "FR": "MF-FR"}[mode]
+        assert {p: r.n_train for p, r in m.reports.items()} == sizes
+        val = {p: int(((table["period"] == p) & (table["split"] == "val")).sum()) for p in sizes}
+        assert {p: r.n_val for p, r in m.reports.items()} == val
+
+
+@pytest.mark.parametrize("model", ["EmbMLP", "DIN"])
+def test_trained_on_t_scores_t_plus_1_with_new_ids(timeline, features, model):
+    m = method(features, model=model, mode="IU")
+    m.fit(timeline, 1)
+    known_items = len(m.encoders.items.known_codes())
+    test = timeline.period(2)
+    encoded = m.encoders.encode(features, test.index.to_numpy())
+    assert (encoded["item"] == OOV).sum() > 0 and (encoded["user"] == OOV).sum() > 0  # new ids in period 2
+    p = m.predict_proba(test)
+    assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
+    # The encoders knew only ids of periods 0..1: no id of a later period leaked in.
+    seen = set(timeline.through(1)["item_id"]) | {i for h in timeline.through(1)["history_item_ids"] for i in h}
+    assert set(features.item_names[m.encoders.items.known_codes()]) <= seen
+    # Next period: the encoders append, the model grows, old indices stay put.
+    old_codes = m.encoders.items.known_codes().copy()
+    m.fit(timeline, 2)
+    assert np.array_equal(m.encoders.items.known_codes()[:known_items], old_codes)
+    assert m.model.fields.item.num == m.encoders.items.size > known_items + 2
+
+
+def test_models_beat_chance_over_periods(timeline, features):
+    for mode in ("IU", "FR"):
+        rows = run_protocol(method(features, mode=mode), timeline, first_test_period=2, progress=False)
+        assert np.mean([r.auc for r in rows]) > 0.7, mode  # item quality is planted
+
+
+def test_same_seed_same_results(timeline, features):
+    runs = [
+        [r.auc for r in run_protocol(method(features, "DeepFM", "BU"), timeline, first_test_period=2, progress=False)]
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    other = run_protocol(
+        method(features, "DeepFM", "BU", seed=1), timeline, first_test_period=2, seed=1, progress=False
+    )
+    assert [r.auc for r in other] != runs[0]
+
+
+def test_misuse_is_reported(timeline, features):
+    with pytest.raises(ConfigError, match="update mode 'SML' is unknown"):
+        method(features, mode="SML")
+    with pytest.raises(DataError, match="before fit"):
+        method(features).predict_proba(timeline.period(1))
+    m = method(features)
+    m.fit(timeline, 0)
+    shuffled = timeline.period(1).reset_index(drop=True)  # no longer the timeline's row numbers
+    with pytest.raises(DataError, match="rows of the timeline table"):
+        m.predict_proba(shuffled)
