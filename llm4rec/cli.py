@@ -8,6 +8,7 @@ llm4rec popularity --dataset ml-100k    the item-popularity reference over the p
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -17,7 +18,8 @@ from llm4rec import __version__
 from llm4rec.errors import Llm4recError
 
 
-def _data_config(args: argparse.Namespace):
+def data_config_from_args(args: argparse.Namespace):
+    """The DataConfig named by ``--config`` (a YAML file) or by the dataset name's defaults."""
     from llm4rec.config import load_config
     from llm4rec.data.config import DataConfig, default_data_config
 
@@ -69,7 +71,7 @@ def dataset_stats(config) -> dict:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    stats = dataset_stats(_data_config(args))
+    stats = dataset_stats(data_config_from_args(args))
     if args.plot:
         from llm4rec.eval.plots import plot_periods
 
@@ -101,7 +103,7 @@ def cmd_popularity(args: argparse.Namespace) -> int:
     from llm4rec.eval.protocol import run_protocol
     from llm4rec.eval.report import markdown_table, with_means, write_results
 
-    config = _data_config(args)
+    config = data_config_from_args(args)
     timeline = load_timeline(config)
     method = ItemPopularity(smoothing=args.smoothing)
     rows = run_protocol(method, timeline, first_test_period=args.first_test_period, progress=not args.quiet)
@@ -114,6 +116,20 @@ def cmd_popularity(args: argparse.Namespace) -> int:
         plot_metric_per_period(rows, Path(args.out) / "auc_per_period.png", title=f"{config.name}: AUC per period")
         print(f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}} and auc_per_period.png")
     return 0
+
+
+def add_data_options(sub: argparse.ArgumentParser, positional: bool) -> None:
+    """``dataset`` (or ``--dataset``) and ``--config``: how a command picks its data; read by data_config_from_args."""
+    if positional:
+        sub.add_argument("dataset", nargs="?", help="ml-100k (default), ml-1m or amazon-books")
+    else:
+        sub.add_argument("--dataset", help="ml-100k (default), ml-1m or amazon-books")
+    sub.add_argument("--config", help="a data config YAML (see configs/data/) instead of the dataset defaults")
+
+
+# Modules that add their own subcommands: each has ``register(commands)`` taking the subparsers object.
+# They keep heavy imports (torch, transformers) inside their command functions so `llm4rec --help` stays fast.
+COMMAND_MODULES = ("llm4rec.llm.commands", "llm4rec.ctr.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,13 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     amazon.add_argument("--seed", type=int, help="seed of the user sample (default 0)")
     prepare.set_defaults(func=cmd_data_prepare)
 
-    def add_data_options(sub: argparse.ArgumentParser, positional: bool) -> None:
-        if positional:
-            sub.add_argument("dataset", nargs="?", help="ml-100k (default), ml-1m or amazon-books")
-        else:
-            sub.add_argument("--dataset", help="ml-100k (default), ml-1m or amazon-books")
-        sub.add_argument("--config", help="a data config YAML (see configs/data/) instead of the dataset defaults")
-
     stats = data_commands.add_parser(
         "stats",
         help="sizes, positive rate and periods of a dataset",
@@ -183,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     popularity.add_argument("--out", help="directory for results.json / results.csv / results.md")
     popularity.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     popularity.set_defaults(func=cmd_popularity)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 

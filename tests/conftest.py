@@ -64,3 +64,63 @@ def cache(tmp_path, monkeypatch) -> Path:
 def ml100k_dir(tmp_path) -> Path:
     """A small dataset in the official ML-100K file format."""
     return write_ml100k_official(tmp_path / "ml-100k", synthetic_interactions())
+
+
+# ---------------------------------------------------------------- LLM side: a planted task and a tiny backbone
+
+
+def planted_dataset(n_items=40, n=1600, seed=0, noise=0.1) -> RecDataset:
+    """Odd items are called "Sunny N" and liked, even ones "Gloomy N" and disliked (``noise`` of labels flipped).
+    Every user rates one item, so prompts have no history and differ only in the target title: a task a LoRA on
+    a tiny backbone learns in a few dozen steps."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, n_items + 1, n)
+    liked = (items % 2 == 1) ^ (rng.random(n) < noise)
+    raw = pd.DataFrame(
+        {
+            "user_id": np.arange(1, n + 1),
+            "item_id": items,
+            "rating": np.where(liked, 5.0, 1.0),
+            "timestamp": 880_000_000 + np.arange(n) * 60,
+        }
+    )
+    titles = pd.DataFrame(
+        {
+            "item_id": np.arange(1, n_items + 1),
+            "title": [f"{'Sunny' if i % 2 else 'Gloomy'} {i}" for i in range(1, n_items + 1)],
+            "genres": [["Drama"]] * n_items,
+        }
+    )
+    return RecDataset("ml-100k", canonical_interactions(raw, "planted"), canonical_items(titles, "planted"))
+
+
+@pytest.fixture(scope="session")
+def planted_timeline():
+    from llm4rec.data.periods import PeriodConfig, build_timeline
+
+    return build_timeline(planted_dataset(), PeriodConfig(n_periods=4), history_length=5, label_threshold=3.0)
+
+
+@pytest.fixture(scope="session")
+def movie_template():
+    from llm4rec.llm.prompts import load_template
+
+    return load_template("movie")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory, movie_template) -> Path:
+    """A scratch-llama-tiny backbone (built once per session), pre-trained on the planted task's prompts but with
+    random labels: it learns the prompt format and the two answers, not which titles are liked, so a LoRA has
+    something to learn."""
+    from llm4rec.data.periods import PeriodConfig, build_timeline
+    from llm4rec.llm.scratch import build_scratch_backbone
+
+    random_labels = build_timeline(
+        planted_dataset(noise=0.5), PeriodConfig(n_periods=4), history_length=5, label_threshold=3.0
+    )
+    out = tmp_path_factory.mktemp("backbone") / "scratch"
+    build_scratch_backbone(
+        random_labels, movie_template, str(out), periods=[0], max_samples=320, epochs=2, progress=False
+    )
+    return out

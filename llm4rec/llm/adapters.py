@@ -1,0 +1,95 @@
+"""Adapters on disk: a standard peft adapter directory (safetensors) plus ``llm4rec.json``.
+
+``llm4rec.json`` records what the adapter belongs with: the base model (its
+path or id and a fingerprint of its weights), the prompt template, the
+answer token ids, and the periods it was trained on. Loading checks the
+fingerprint, so an adapter is never silently applied to another base model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from llm4rec.errors import ConfigError
+from llm4rec.io import atomic_directory, write_json
+from llm4rec.llm.backbone import META_FILE, Backbone
+from llm4rec.llm.prompts import PromptTemplate
+
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def save_adapter(model, out: str | Path, backbone: Backbone, template: PromptTemplate, extra: dict) -> Path:
+    """Write the active adapter of PeftModel ``model`` to ``out`` (replaced atomically) with its metadata."""
+    name = model.active_adapter
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(str(tmp), selected_adapters=[name], safe_serialization=True)
+        if name != "default":  # peft puts non-default adapters in a sub-directory; keep one flat layout
+            for path in (tmp / name).iterdir():
+                shutil.move(str(path), tmp / path.name)
+            (tmp / name).rmdir()
+        meta = {
+            "kind": "lora-adapter",
+            "base_model": backbone.config.model_name_or_path,
+            "base_fingerprint": backbone.fingerprint,
+            "template": asdict(template),
+            "answer_token_ids": {"yes": backbone.answer_ids[0], "no": backbone.answer_ids[1]},
+            **extra,
+        }
+        write_json(tmp / META_FILE, meta)
+    return out
+
+
+def read_adapter_meta(path: str | Path) -> dict:
+    path = Path(path)
+    for needed in ("adapter_config.json", WEIGHTS_FILE, META_FILE):
+        if not (path / needed).is_file():
+            hint = " (only safetensors adapters are loaded, never pickles)" if needed == WEIGHTS_FILE else ""
+            raise ConfigError(f"adapter {path}: {needed} is missing{hint}; expected a directory written by llm4rec")
+    try:
+        return json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"adapter {path}: {META_FILE} is not valid JSON: {error}") from None
+
+
+def check_adapter_fits(meta: dict, backbone: Backbone, path: str | Path) -> None:
+    if meta.get("base_fingerprint") != backbone.fingerprint:
+        raise ConfigError(
+            f"adapter {path} was trained on base model {meta.get('base_model')!r} (fingerprint "
+            f"{meta.get('base_fingerprint')}), not on {backbone.config.model_name_or_path!r} (fingerprint "
+            f"{backbone.fingerprint}); load it with the base model it was trained on"
+        )
+    answers = meta.get("answer_token_ids", {})
+    if (answers.get("yes"), answers.get("no")) != tuple(backbone.answer_ids):
+        raise ConfigError(
+            f"adapter {path}: trained with answer tokens {answers}, but the template and tokenizer now give "
+            f"{backbone.answer_ids}; use the template it was trained with"
+        )
+
+
+def load_adapter(backbone: Backbone, path: str | Path, adapter_name: str = "default", is_trainable: bool = False):
+    """The backbone's model with the adapter at ``path`` loaded and active (a PeftModel)."""
+    from peft import PeftModel
+
+    meta = read_adapter_meta(path)
+    check_adapter_fits(meta, backbone, path)
+    model = backbone.model
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+        model.set_adapter(adapter_name)
+    else:
+        model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+    model.eval()
+    return model
+
+
+def template_from_meta(meta: dict, path: str | Path) -> PromptTemplate:
+    from llm4rec.config import from_dict
+
+    template = dict(meta.get("template") or {})
+    if not template:
+        raise ConfigError(f"adapter {path}: {META_FILE} has no template")
+    return from_dict(PromptTemplate, template, where=f"{path}/{META_FILE}:template")

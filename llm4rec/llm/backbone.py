@@ -1,0 +1,218 @@
+"""Load a causal LM and its tokenizer for yes/no recommendation.
+
+Any Hugging Face causal LM works: a local directory (a downloaded checkpoint
+or a scratch backbone from ``llm4rec backbone build``) or a hub id. Weights
+load from safetensors only (never a pickle), ``trust_remote_code`` is off
+unless asked for, and a hub id that cannot be reached fails in seconds with
+a clear error instead of minutes of retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from llm4rec.errors import ConfigError
+from llm4rec.llm.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+RESPONSE_MARKER = "### Response:\n"
+META_FILE = "llm4rec.json"  # written beside scratch backbones and adapters
+
+
+@dataclass
+class BackboneConfig:
+    model_name_or_path: str = ""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA that has it, else fp32
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: flash-attn-2 if installed
+    quantization: Literal["none", "4bit", "8bit"] = "none"  # bitsandbytes, CUDA only
+    trust_remote_code: bool = False
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path:
+            raise ConfigError(
+                "backbone.model_name_or_path: give a Hugging Face model id or a local directory "
+                "(build an offline one with `llm4rec backbone build`)"
+            )
+
+
+@dataclass
+class Backbone:
+    model: torch.nn.Module
+    tokenizer: object
+    answer_ids: tuple[int, int]  # token ids of the positive and the negative answer's first token
+    config: BackboneConfig
+    fingerprint: str
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def resolve_attention(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        return "sdpa"
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("backbone.attention: flash_attention_2 needs the flash-attn package; use sdpa or install it")
+    return name
+
+
+def quantization_config(kind: str, device: torch.device, dtype: torch.dtype):
+    if kind == "none":
+        return None
+    if device.type != "cuda":
+        raise ConfigError(
+            f"backbone.quantization: {kind} (bitsandbytes) needs a CUDA GPU, but the model is on {device.type}; "
+            "set quantization: none"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"backbone.quantization: {kind} needs bitsandbytes: pip install 'llm4rec[quant]'")
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((endpoint, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _source_options(config: BackboneConfig) -> dict:
+    """from_pretrained options shared by the tokenizer and the model; checks a hub id can be had."""
+    options = {"trust_remote_code": config.trust_remote_code, "revision": config.revision}
+    path = Path(config.model_name_or_path).expanduser()
+    if path.is_dir():
+        return options
+    if path.exists() or str(config.model_name_or_path).startswith((".", "/", "~")):
+        raise ConfigError(f"backbone.model_name_or_path: {config.model_name_or_path} is not a model directory")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or not _hub_reachable()
+    if offline:
+        # A model already in the Hugging Face cache still loads; anything else fails at once.
+        options["local_files_only"] = True
+    return options
+
+
+def _load_error(config: BackboneConfig, options: dict, error: Exception) -> ConfigError:
+    if options.get("local_files_only"):
+        return ConfigError(
+            f"backbone {config.model_name_or_path!r}: not a local directory, not in the Hugging Face cache, and "
+            "the hub cannot be reached (offline). Download it where there is network and pass its directory, "
+            "or build an offline backbone with `llm4rec backbone build`"
+        )
+    return ConfigError(f"backbone {config.model_name_or_path!r} could not be loaded: {error}")
+
+
+def load_tokenizer(config: BackboneConfig):
+    from transformers import AutoTokenizer
+
+    options = _source_options(config)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path, **options)
+    except (OSError, ValueError) as error:
+        raise _load_error(config, options, error) from None
+    tokenizer.padding_side = "left"  # the scorer reads the last position of every row
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def answer_token_ids(tokenizer, template: PromptTemplate) -> tuple[int, int]:
+    """First token of each answer as it appears right after ``### Response:\\n``.
+
+    Errors when the answer does not start a new token there (it merges with the
+    newline), when its first token carries no text, or when both answers share it.
+    """
+    prefix = tokenizer(RESPONSE_MARKER, add_special_tokens=False)["input_ids"]
+    ids = []
+    for kind, answer in (("positive", template.answers.positive), ("negative", template.answers.negative)):
+        full = tokenizer(RESPONSE_MARKER + answer, add_special_tokens=False)["input_ids"]
+        first = full[len(prefix)] if len(full) > len(prefix) and full[: len(prefix)] == prefix else None
+        text = tokenizer.decode([first]).strip() if first is not None else ""
+        if first is None or not text or not answer.strip().startswith(text):
+            raise ConfigError(
+                f"answers.{kind} {answer!r}: the tokenizer does not start a token at the answer after "
+                f"'### Response:\\n' (got {tokenizer.convert_ids_to_tokens(full)}); pick an answer word that "
+                f"starts a token for this tokenizer (template {template.source})"
+            )
+        ids.append(first)
+    if ids[0] == ids[1]:
+        raise ConfigError(
+            f"answers {template.answers.positive!r} and {template.answers.negative!r} begin with the same token "
+            f"({tokenizer.convert_ids_to_tokens([ids[0]])[0]!r}); the scorer cannot tell them apart"
+        )
+    return ids[0], ids[1]
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Identifies a base model across machines and dtypes: its architecture and a slice of its input embeddings
+    (rounded to bf16, so fp32 and bf16 loads of one checkpoint agree). Adapters record it; loading an adapter
+    onto a different base is refused."""
+    config = model.config.to_dict()
+    keep = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
+    digest = hashlib.sha256(json.dumps({k: config.get(k) for k in keep}, sort_keys=True).encode())
+    embedding = model.get_input_embeddings().weight
+    rows = embedding[: min(8, embedding.shape[0]), : min(64, embedding.shape[1])]
+    digest.update(rows.detach().to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_backbone(config: BackboneConfig, template: PromptTemplate, device: torch.device | str = "cpu") -> Backbone:
+    """Tokenizer (left padding) and model (eval mode) on ``device``, with the answer token ids resolved."""
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device)
+    tokenizer = load_tokenizer(config)
+    answers = answer_token_ids(tokenizer, template)
+    dtype = resolve_dtype(config.dtype, device)
+    quantization = quantization_config(config.quantization, device, dtype)
+    options = _source_options(config)
+    kwargs = {
+        "dtype": dtype,
+        "attn_implementation": resolve_attention(config.attention, device),
+        "use_safetensors": True,
+    }
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs, **options)
+    except (OSError, ValueError) as error:
+        raise _load_error(config, options, error) from None
+    if quantization is None:
+        model.to(device)
+    model.eval()
+    log.info(
+        "backbone %s: %.1fM parameters, %s, %s attention",
+        config.model_name_or_path,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        dtype,
+        kwargs["attn_implementation"],
+    )
+    return Backbone(model, tokenizer, answers, config, model_fingerprint(model))

@@ -1,0 +1,276 @@
+"""LoRA training on yes/no samples with peft and accelerate.
+
+The loss is the language-model loss of the answer's first token at the last
+prompt position (over the whole vocabulary, as in TALLRec), computed with
+``logits_to_keep=1`` so no [batch, length, vocab] tensor is ever built. With
+``train_on_inputs`` the loss covers every token of prompt + answer instead.
+accelerate places the model, runs mixed precision and gradient accumulation,
+and splits batches across processes under ``accelerate launch``. The adapter
+with the best validation AUC is kept (early stopping with patience); the
+validation set is the training periods' own val split, never the test period.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llm4rec.errors import ConfigError
+from llm4rec.eval import metrics
+from llm4rec.llm.score import last_token_logits, left_pad, position_ids, score_sequences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise ConfigError(f"lora: r must be >= 1 and alpha > 0, got r={self.r}, alpha={self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout: expected a value in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("lora.target_modules: name at least one module, e.g. [q_proj, v_proj]")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 16  # per process
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # optimizer steps between evaluations; 0 = once per epoch
+    eval_at_start: bool = True  # the untrained adapter is a candidate too (LoRA starts as the identity)
+    patience: int = 2  # evaluations without a better val AUC before stopping
+    max_train_samples: int | None = None  # a seeded sample of the training set (None = all)
+    max_val_samples: int | None = 1000
+    train_on_inputs: bool = False
+    group_by_length: bool = True
+    eval_batch_size: int = 64
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: accelerate's configuration
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.patience < 1 or self.eval_every < 0:
+            raise ConfigError("train.patience must be >= 1 and train.eval_every >= 0")
+
+
+@dataclass
+class TrainResult:
+    best_val_auc: float
+    best_step: int
+    steps: int
+    history: list[dict]  # one entry per evaluation: step, epoch, train_loss, val_auc
+    seconds: float
+    train_samples_per_second: float
+
+
+def attach_lora(model, settings: LoraSettings, adapter_name: str = "default"):
+    """Wrap ``model`` with a fresh LoRA adapter (a PeftModel gets one more adapter, made active)."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    if isinstance(model, PeftModel):
+        if adapter_name in model.peft_config:
+            raise ConfigError(f"adapter {adapter_name!r} exists already; pick another name")
+        model.add_adapter(adapter_name, config)
+        model.set_adapter(adapter_name)
+        return model
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model)  # QLoRA: fp32 norms, input grads, checkpointing
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in settings.target_modules if m not in present]
+    if missing:
+        raise ConfigError(
+            f"lora.target_modules: {missing} not found in {type(model).__name__}; "
+            f"linear layers there include {sorted(n for n in present if 'proj' in n) or sorted(present)[:12]}"
+        )
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random mega-batches of 50 batches, sorted by length inside: batches pad little yet come in random order."""
+    order = rng.permutation(len(lengths))
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def answer_loss(model, input_ids, mask, targets) -> torch.Tensor:
+    """Cross-entropy of the answer token at the last prompt position."""
+    logits = last_token_logits(model, input_ids, mask)
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def full_sequence_loss(model, input_ids, mask) -> torch.Tensor:
+    """Causal-LM loss over every real token (``train_on_inputs``): the answer token is already appended."""
+    labels = input_ids.masked_fill(mask == 0, -100)
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
+
+
+def _sample(dataset, limit: int | None, seed: int):
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def validation_auc(model, val, answer_ids, pad_id, batch_size, device) -> float:
+    p = score_sequences(model, val["input_ids"], answer_ids, pad_id, batch_size=batch_size, device=device)
+    return metrics.auc(np.asarray(val["label"]), p)
+
+
+def train_lora(
+    model,
+    tokenizer,
+    answer_ids: tuple[int, int],
+    train,
+    val,
+    config: TrainConfig,
+    accelerator=None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the active adapter of PeftModel ``model`` on ``train`` (a samples Dataset); keep the best on ``val``."""
+    from accelerate import Accelerator
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    if accelerator is None:
+        accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision
+        )
+    if len(train) == 0 or len(val) == 0:
+        raise ConfigError(f"training needs samples: got {len(train)} train and {len(val)} val samples")
+    train, val = (
+        _sample(train, config.max_train_samples, config.seed),
+        _sample(val, config.max_val_samples, config.seed),
+    )
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    sequences, labels = train["input_ids"], np.asarray(train["label"])
+    lengths = np.asarray([len(s) for s in sequences])
+    if config.train_on_inputs:
+        answer_of = {1: answer_ids[0], 0: answer_ids[1]}
+        sequences = [s + [answer_of[int(y)]] for s, y in zip(sequences, labels, strict=True)]
+    targets = torch.as_tensor(np.where(labels == 1, answer_ids[0], answer_ids[1]))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    batches_per_epoch = len(range(0, len(sequences), config.batch_size * world))
+    steps = math.ceil(batches_per_epoch * config.epochs / config.gradient_accumulation_steps)
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * config.warmup_fraction), steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    pad_id, device = tokenizer.pad_token_id, accelerator.device
+    plain = accelerator.unwrap_model(model)
+    adapter = plain.active_adapter
+
+    history: list[dict] = []
+    best = {"auc": -math.inf, "step": 0, "state": None}
+    waited, eval_seconds = 0, 0.0
+
+    def evaluate(step: int, epoch: float, loss: float) -> bool:
+        """Score val, keep the adapter if it is the best so far; True when patience has run out."""
+        nonlocal waited, eval_seconds
+        eval_started = time.perf_counter()
+        auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
+        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": loss, "val_auc": auc})
+        if accelerator.is_main_process:
+            tqdm.write(f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}")
+        if auc > best["auc"] or best["state"] is None:
+            state = get_peft_model_state_dict(plain, adapter_name=adapter)
+            best.update(auc=auc, step=step, state={k: v.detach().clone() for k, v in state.items()})
+            waited = 0
+        else:
+            waited += 1
+        model.train()
+        eval_seconds += time.perf_counter() - eval_started
+        return waited >= config.patience
+
+    started = time.perf_counter()
+    model.train()
+    if config.eval_at_start:
+        evaluate(0, 0.0, float("nan"))
+    step, seen, recent, stop = 0, 0, [], False
+    bar = tqdm(total=steps, desc="LoRA training", unit="step", disable=not (progress and accelerator.is_main_process))
+    for epoch in range(config.epochs):
+        if config.group_by_length:
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+        else:
+            order = rng.permutation(len(lengths))
+            batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches = batches[: len(batches) // world * world] or batches[:world]  # equal count per process
+        mine = batches[rank::world]
+        for index, batch in enumerate(mine):
+            with accelerator.accumulate(model):
+                input_ids, mask = left_pad([sequences[i] for i in batch], pad_id)
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                if config.train_on_inputs:
+                    loss = full_sequence_loss(model, input_ids, mask)
+                else:
+                    loss = answer_loss(model, input_ids, mask, targets[batch].to(device))
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            seen += len(batch) * world
+            recent.append(float(loss.detach()))
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(recent[-50:]):.4f}")
+            if config.eval_every and step % config.eval_every == 0:
+                stop = evaluate(step, epoch + (index + 1) / len(mine), float(np.mean(recent[-50:])))
+                if stop:
+                    break
+        if stop:
+            break
+        if not config.eval_every and evaluate(step, epoch + 1.0, float(np.mean(recent[-50:]))):
+            break
+    bar.close()
+    seconds = time.perf_counter() - started
+    set_peft_model_state_dict(plain, best["state"], adapter_name=adapter)
+    model.eval()
+    log.info("best val AUC %.4f at step %d of %d", best["auc"], best["step"], step)
+    return TrainResult(
+        best_val_auc=float(best["auc"]),
+        best_step=int(best["step"]),
+        steps=step,
+        history=history,
+        seconds=seconds,
+        train_samples_per_second=seen / max(seconds - eval_seconds, 1e-9),
+    )
