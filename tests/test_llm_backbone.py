@@ -113,7 +113,7 @@ def test_pretraining_loss_is_the_causal_lm_loss_plus_the_weighted_answer(tiny_ba
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids(mask),
-            labels=input_ids.masked_fill(mask == 0, -100),
+            labels=input_ids.masked_fill((mask == 0) | (mask.cumsum(-1) == 1), -100),
         ).loss
         plain = weighted_lm_loss(logits, input_ids, mask, answer_at, 0.0)
         weighted = weighted_lm_loss(logits, input_ids, mask, answer_at, 3.0)

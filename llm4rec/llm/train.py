@@ -135,7 +135,8 @@ def answer_loss(model, input_ids, mask, targets) -> torch.Tensor:
 
 def full_sequence_loss(model, input_ids, mask) -> torch.Tensor:
     """Causal-LM loss over every real token (``train_on_inputs``): the answer token is already appended."""
-    labels = input_ids.masked_fill(mask == 0, -100)
+    # Pads and each row's first token (after a pad under left padding) are no targets.
+    labels = input_ids.masked_fill((mask == 0) | (mask.cumsum(-1) == 1), -100)
     return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
 
 
@@ -205,7 +206,8 @@ def train_lora(
         nonlocal waited, eval_seconds
         eval_started = time.perf_counter()
         auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
-        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": loss, "val_auc": auc})
+        train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
+        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss, "val_auc": auc})
         if accelerator.is_main_process:
             tqdm.write(f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}")
         if auc > best["auc"] or best["state"] is None:
