@@ -61,6 +61,17 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is several times faster than two on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def ml100k_dir(tmp_path) -> Path:
     """A small dataset in the official ML-100K file format."""
     return write_ml100k_official(tmp_path / "ml-100k", synthetic_interactions())

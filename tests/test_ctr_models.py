@@ -15,13 +15,7 @@ from llm4rec.eval import metrics
 VOCAB = {"user": 62, "item": 82, "genre": 7}  # 60 users, 80 items, 5 genres (+ padding and OOV)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is several times faster than two on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def planted_task(n=6000, seed=0):

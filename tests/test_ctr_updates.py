@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.features import OOV
@@ -17,12 +16,7 @@ SMALL = ModelOptions(embedding_dim=8, mlp=[16, 8], attention_mlp=[8])
 FAST = TrainConfig(epochs=3, patience=1, batch_size=256, learning_rate=0.01)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def arriving_dataset(n=4000, seed=0) -> RecDataset:

@@ -143,7 +143,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_data_options(build, positional=False)
     build.add_argument(
-        "--preset", default="scratch-llama-tiny", help="scratch-llama-tiny (~3M, default) or scratch-llama-small (~25M)"
+        "--preset", default="scratch-llama-tiny", help="scratch-llama-tiny (~3M, default) or scratch-llama-small (~23M)"
     )
     build.add_argument("--out", required=True, help="directory to write the backbone to (replaced atomically)")
     build.add_argument("--periods", type=_periods, help="pre-training periods, e.g. 0-4 (default: the first half)")
