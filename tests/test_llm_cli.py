@@ -66,6 +66,7 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     assert main(["train", "--config", str(config), "-q"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_periods"] == [1] and summary["test_period"] == 2 and summary["n_train"] > 48
+    assert summary["steps"] == 6  # 48 samples, batch 8, one process
     adapter_meta = json.loads((out / "adapter" / "llm4rec.json").read_text())
     assert adapter_meta["periods"] == [1] and adapter_meta["base_model"] == str(backbone)
     trained = pd.read_csv(out / "predictions.csv", keep_default_na=False)
@@ -139,3 +140,19 @@ def test_help_lists_llm_commands(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "backbone" in text and "predict" in text and "train" in text
+
+
+def test_two_processes_split_the_batches(prepared, tmp_path):
+    """Data-parallel training (DDP over gloo on CPU): each of 2 processes takes every other batch."""
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not on PATH")
+    backbone = tmp_path / "backbone"
+    assert main(["backbone", "build", "--out", str(backbone), "--periods", "0", "--max-samples", "40", "-q"]) == 0
+    config = write_run_config(tmp_path / "lora.yaml", backbone, tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    command = ["torchrun", "--nproc_per_node", "2", str(ROOT / "scripts" / "train_lsat.py"), "--config", str(config)]
+    done = subprocess.run([*command, "-q"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 3  # 48 samples, batch 8 per process, 2 processes (one process: 6 steps)
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
