@@ -49,6 +49,7 @@ def test_periods_end_to_end(prepared, tmp_path, capsys):
         "results.csv",
         "results.md",
         "auc_per_period.png",
+        "auc_mean.png",
         "config.json",
         "training.json",
     }
@@ -75,6 +76,7 @@ def test_random_split_and_overrides(prepared, tmp_path, capsys):
     # rating 3 dropped, then 10% of the rest tested
     assert rows[0]["n"] < 2400 * 0.1
     assert "| DeepFM |" in capsys.readouterr().out
+    assert (out / "auc_mean.png").is_file() and not (out / "auc_per_period.png").exists()  # no periods to draw
 
 
 @pytest.mark.parametrize("name", ["ml-100k.yaml", "ml-100k-random-split.yaml"])

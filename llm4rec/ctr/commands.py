@@ -63,16 +63,18 @@ def cmd_ctr(args: argparse.Namespace) -> int:
     print(markdown_table(means, ["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]))
     print(f"{len(means)} methods in {seconds:.1f} s", file=sys.stderr)
     if args.out:
-        from llm4rec.eval.plots import plot_metric_per_period
+        from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
 
         out = Path(args.out)
         setting = "random 8:1:1 split" if config.protocol == "random" else "periods"
         paths = write_results(rows, out, title=f"CTR baselines on {config.data.name} ({setting})")
-        plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{config.data.name}: AUC per period")
+        if config.protocol != "random":  # one split, no periods to draw
+            plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{config.data.name}: AUC per period")
+        plot_mean_metric(rows, out / "auc_mean.png", title=f"{config.data.name}: mean AUC ({setting})")
         write_json(out / "config.json", dataclasses.asdict(config))
         write_json(out / "training.json", {"seconds": round(seconds, 1), "methods": reports})
         print(
-            f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, auc_per_period.png, "
+            f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, auc_per_period.png, auc_mean.png, "
             "config.json and training.json (epochs and val AUC of every fit)",
             file=sys.stderr,
         )

@@ -21,18 +21,59 @@ def _save(figure, path: str | Path) -> Path:
     return path
 
 
-def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
-    """One line per method: ``metric`` on each tested period."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    methods = dict.fromkeys(r.method for r in rows if r.period != MEAN)
+def method_groups(methods: list[str], max_lines: int = 8) -> dict[str, list[str]]:
+    """Methods split into panels: by the suffix after the last '-' (the update mode in ``DeepFM-IU``) when there
+    are more than ``max_lines`` methods and every name has one; otherwise a single panel."""
+    if len(methods) <= max_lines or not all("-" in m for m in methods):
+        return {"": list(methods)}
+    groups: dict[str, list[str]] = {}
     for method in methods:
-        own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
-        axes.plot([r.period for r in own], [getattr(r, metric) for r in own], marker="o", label=method)
-    axes.set_xlabel("tested period (trained through the period before)")
-    axes.set_ylabel(metric.upper() if metric != "gauc" else "gAUC")
-    axes.set_title(title or f"{metric.upper()} per period")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best", fontsize="small")
+        groups.setdefault(method.rsplit("-", 1)[1], []).append(method)
+    return groups if len(groups) > 1 else {"": list(methods)}
+
+
+def _metric_label(metric: str) -> str:
+    return "gAUC" if metric == "gauc" else ("LogLoss" if metric == "logloss" else metric.upper())
+
+
+def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
+    """One line per method: ``metric`` on each tested period; many methods are split into panels by update mode."""
+    methods = list(dict.fromkeys(r.method for r in rows if r.period != MEAN))
+    groups = method_groups(methods)
+    figure, panels = plt.subplots(
+        1, len(groups), figsize=(8 if len(groups) == 1 else 5 * len(groups), 4.5), squeeze=False, sharey=True
+    )
+    for axes, (group, members) in zip(panels[0], groups.items(), strict=True):
+        for method in members:
+            own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
+            axes.plot([r.period for r in own], [getattr(r, metric) for r in own], marker="o", label=method)
+        axes.set_xlabel("tested period (trained through the period before)")
+        axes.set_title(group)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="best", fontsize="small")
+    panels[0][0].set_ylabel(_metric_label(metric))
+    figure.suptitle(title or f"{_metric_label(metric)} per period")
+    return _save(figure, path)
+
+
+def plot_mean_metric(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
+    """Horizontal bars of each method's mean ``metric`` over the tested periods, best on top."""
+    means = [r for r in rows if r.period == MEAN]
+    if not means:
+        raise ValueError("plot_mean_metric needs the mean rows (see llm4rec.eval.report.with_means)")
+    reverse = metric != "logloss"  # lower LogLoss is better
+    means.sort(key=lambda r: getattr(r, metric), reverse=not reverse)  # barh draws the first bar at the bottom
+    values = [getattr(r, metric) for r in means]
+    figure, axes = plt.subplots(figsize=(7, 0.3 * len(means) + 1.2))
+    axes.barh([r.method for r in means], values, color="#4c72b0")
+    low, high = min(values), max(values)
+    margin = max((high - low) * 0.15, 0.005)
+    axes.set_xlim(low - margin, high + margin)  # differences of 0.01 AUC must stay visible
+    for y, value in enumerate(values):
+        axes.text(value, y, f" {value:.4f}", va="center", fontsize="small")
+    axes.set_xlabel(f"mean {_metric_label(metric)} over the tested periods")
+    axes.set_title(title or f"mean {_metric_label(metric)}")
+    axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 
 

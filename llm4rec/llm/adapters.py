@@ -8,8 +8,10 @@ fingerprint, so an adapter is never silently applied to another base model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +21,15 @@ from llm4rec.llm.backbone import META_FILE, Backbone
 from llm4rec.llm.prompts import PromptTemplate
 
 WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+@contextlib.contextmanager
+def quiet_peft_warnings():
+    """peft reads a transformers attribute deprecated in v5 when it wraps a model; that warning is theirs, and
+    says nothing to our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def save_adapter(model, out: str | Path, backbone: Backbone, template: PromptTemplate, extra: dict) -> Path:
@@ -81,7 +92,8 @@ def load_adapter(backbone: Backbone, path: str | Path, adapter_name: str = "defa
         model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
         model.set_adapter(adapter_name)
     else:
-        model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+        with quiet_peft_warnings():
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
     model.eval()
     return model
 

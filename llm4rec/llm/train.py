@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
+from llm4rec.llm.adapters import quiet_peft_warnings
 from llm4rec.llm.score import last_token_logits, left_pad, position_ids, score_sequences
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ def attach_lora(model, settings: LoraSettings, adapter_name: str = "default"):
             f"lora.target_modules: {missing} not found in {type(model).__name__}; "
             f"linear layers there include {sorted(n for n in present if 'proj' in n) or sorted(present)[:12]}"
         )
-    return get_peft_model(model, config, adapter_name=adapter_name)
+    with quiet_peft_warnings():
+        return get_peft_model(model, config, adapter_name=adapter_name)
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -1,0 +1,45 @@
+"""Result plots: valid PNGs, many methods split into panels by update mode."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import pytest
+
+from llm4rec.eval.plots import method_groups, plot_mean_metric, plot_metric_per_period
+from llm4rec.eval.report import with_means
+from llm4rec.eval.results import ResultRow
+
+
+def rows(methods: list[str]) -> list[ResultRow]:
+    out = []
+    for k, method in enumerate(methods):
+        for period in (1, 2, 3):
+            auc = 0.6 + 0.01 * k + 0.001 * period
+            out.append(ResultRow(method, period, "test", 100, auc, auc, 0.6, auc, float("nan"), 1.0))
+    return with_means(out)
+
+
+def test_few_methods_share_one_panel_many_split_by_update_mode():
+    assert method_groups(["A", "B-IU"]) == {"": ["A", "B-IU"]}
+    many = [f"{m}-{u}" for m in ("MF", "DIN", "DCN") for u in ("IU", "BU3", "FR")]
+    groups = method_groups(many)
+    assert list(groups) == ["IU", "BU3", "FR"] and groups["FR"] == ["MF-FR", "DIN-FR", "DCN-FR"]
+    assert method_groups([f"M{k}" for k in range(12)]) == {"": [f"M{k}" for k in range(12)]}  # no mode suffix
+
+
+def test_plots_are_png_files(tmp_path):
+    many = [f"{m}-{u}" for m in ("MF", "DIN", "DCN") for u in ("IU", "BU3", "FR")]
+    lines = plot_metric_per_period(rows(many), tmp_path / "per_period.png")
+    bars = plot_mean_metric(rows(many), tmp_path / "mean.png", metric="logloss")
+    for path in (lines, bars):
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    wide = matplotlib.image.imread(lines).shape[1]
+    narrow = matplotlib.image.imread(plot_metric_per_period(rows(["A", "B"]), tmp_path / "one.png")).shape[1]
+    assert wide > 1.5 * narrow  # three panels side by side
+
+
+def test_mean_plot_needs_mean_rows(tmp_path):
+    plain = [r for r in rows(["A"]) if r.period != "mean"]
+    with pytest.raises(ValueError, match="mean rows"):
+        plot_mean_metric(plain, tmp_path / "x.png")
