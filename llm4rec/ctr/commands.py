@@ -74,7 +74,8 @@ def cmd_ctr(args: argparse.Namespace) -> int:
         write_json(out / "config.json", dataclasses.asdict(config))
         write_json(out / "training.json", {"seconds": round(seconds, 1), "methods": reports})
         print(
-            f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, auc_per_period.png, auc_mean.png, "
+            f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, "
+            f"{'' if config.protocol == 'random' else 'auc_per_period.png, '}auc_mean.png, "
             "config.json and training.json (epochs and val AUC of every fit)",
             file=sys.stderr,
         )
