@@ -149,10 +149,15 @@ def test_two_processes_split_the_batches(prepared, tmp_path):
     backbone = tmp_path / "backbone"
     assert main(["backbone", "build", "--out", str(backbone), "--periods", "0", "--max-samples", "40", "-q"]) == 0
     config = write_run_config(tmp_path / "lora.yaml", backbone, tmp_path / "run")
+    config.write_text(config.read_text().replace("  epochs: 1\n", "  epochs: 1\n  eval_every: 1\n"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     command = ["torchrun", "--nproc_per_node", "2", str(ROOT / "scripts" / "train_lsat.py"), "--config", str(config)]
     done = subprocess.run([*command, "-q"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 3  # 48 samples, batch 8 per process, 2 processes (one process: 6 steps)
+    # The learning-rate schedule spans the 3 steps (accelerate advances it once per process and step):
+    # 1 warmup step of 6 scheduler steps, then linear decay; after step 1, 4/5 of the peak.
+    rates = [h["learning_rate"] for h in summary["history"]]
+    assert rates == pytest.approx([0.005 * 4 / 5, 0.005 * 2 / 5, 0.0])
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

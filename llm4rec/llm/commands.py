@@ -82,18 +82,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_libraries()
-    import time
-
     from llm4rec.cli import data_config_from_args
     from llm4rec.data.config import load_timeline
     from llm4rec.errors import ConfigError
-    from llm4rec.eval.results import score
     from llm4rec.llm.adapters import load_adapter, read_adapter_meta, template_from_meta
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
-    from llm4rec.llm.run import write_predictions
+    from llm4rec.llm.run import predict_period
     from llm4rec.llm.samples import build_samples
-    from llm4rec.llm.score import score_sequences
 
     config = data_config_from_args(args)
     if args.adapter and args.template:
@@ -112,18 +108,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     timeline = load_timeline(config)
     rows = timeline.period(args.period, "all" if args.split == "test" else args.split)
     samples = build_samples(rows, timeline.items, template, backbone.tokenizer, args.cutoff)
-    started = time.perf_counter()
-    p = score_sequences(
-        model, samples["input_ids"], backbone.answer_ids, backbone.tokenizer.pad_token_id,
-        batch_size=args.batch_size, progress=not args.quiet,
-    )  # fmt: skip
-    seconds = time.perf_counter() - started
-    write_predictions(args.out, rows, p, samples["prompt"])
-    warm = timeline.warm_mask(rows, trained_through=args.period - 1) if args.period > 0 else [False] * len(rows)
-    row = score("predict", args.period, rows["label"].to_numpy(), p, rows["user_id"].to_numpy(), warm, seconds)
+    row = predict_period(
+        model, backbone, timeline, rows, samples, "predict", args.out, args.batch_size, progress=not args.quiet
+    )
     print(
         f"{config.name} period {args.period} ({args.split}, {len(rows):,} samples): AUC {row.auc:.4f}  "
-        f"gAUC {row.gauc:.4f}  LogLoss {row.logloss:.4f}  ({len(rows) / seconds:.1f} samples/s) -> {args.out}"
+        f"gAUC {row.gauc:.4f}  LogLoss {row.logloss:.4f}  ({row.n / row.seconds:.1f} samples/s) -> {args.out}"
     )
     return 0
 

@@ -75,6 +75,37 @@ def write_predictions(path: str | Path, rows: pd.DataFrame, p: np.ndarray, promp
         table.to_csv(tmp, index=False)
 
 
+def predict_period(
+    model,
+    backbone,
+    timeline,
+    rows: pd.DataFrame,
+    samples,
+    method: str,
+    out_csv: str | Path,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Score ``samples`` (tokenized ``rows`` of one period), write ``out_csv`` and return the metrics row.
+    Used by ``llm4rec train`` (its test period) and ``llm4rec predict``."""
+    from llm4rec.eval.results import score
+    from llm4rec.llm.score import score_sequences
+
+    started = time.perf_counter()
+    p = score_sequences(
+        model, samples["input_ids"], backbone.answer_ids, backbone.tokenizer.pad_token_id,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    period = int(rows["period"].iloc[0]) if len(rows) else 0
+    # Warm items occur in the periods before; nothing is warm in period 0.
+    warm = timeline.warm_mask(rows, trained_through=period - 1) if period > 0 else np.zeros(len(rows), dtype=bool)
+    row = score(method, period, rows["label"].to_numpy(), p, rows["user_id"].to_numpy(), warm, seconds, seed=seed)
+    write_predictions(out_csv, rows, p, samples["prompt"])
+    return row
+
+
 def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     """Train, save ``<out>/adapter``, score the test period into ``<out>/predictions.csv`` and results files."""
     from accelerate import Accelerator
@@ -82,13 +113,11 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import seed_everything
     from llm4rec.eval.report import markdown_table, write_results
-    from llm4rec.eval.results import score
     from llm4rec.io import write_json
     from llm4rec.llm.adapters import save_adapter
     from llm4rec.llm.backbone import load_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.samples import build_samples
-    from llm4rec.llm.score import score_sequences
     from llm4rec.llm.train import attach_lora, train_lora
 
     accelerator = Accelerator(
@@ -100,21 +129,17 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         timeline.check_period(period)
     template = load_template(config.template or template_for_dataset(config.data.name))
     backbone = load_backbone(config.backbone, template, accelerator.device)
+
+    def tokenized(rows: pd.DataFrame):
+        return build_samples(rows, timeline.items, template, backbone.tokenizer, config.cutoff)
+
     table = timeline.table
     in_training = table["period"].isin(config.train_periods)
+    test_rows = timeline.period(config.test_period)
     with accelerator.main_process_first():  # the first process tokenizes and caches, the others read the cache
-        train = build_samples(
-            table[in_training & (table["split"] == "train")],
-            timeline.items,
-            template,
-            backbone.tokenizer,
-            config.cutoff,
-        )
-        val = build_samples(
-            table[in_training & (table["split"] == "val")], timeline.items, template, backbone.tokenizer, config.cutoff
-        )
-        test_rows = timeline.period(config.test_period)
-        test = build_samples(test_rows, timeline.items, template, backbone.tokenizer, config.cutoff)
+        train = tokenized(table[in_training & (table["split"] == "train")])
+        val = tokenized(table[in_training & (table["split"] == "val")])
+        test = tokenized(test_rows)
     seed_everything(config.train.seed)  # LoRA's A matrices start random: same seed, same adapter
     model = attach_lora(backbone.model, config.lora)
     result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config.train, accelerator, progress)
@@ -147,26 +172,12 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
             "training": summary,
         },
     )
-    started = time.perf_counter()
-    p = score_sequences(
-        model, test["input_ids"], backbone.answer_ids, backbone.tokenizer.pad_token_id,
-        batch_size=config.score_batch_size, progress=progress,
+    row = predict_period(
+        model, backbone, timeline, test_rows, test, f"LoRA-p{'+'.join(map(str, config.train_periods))}",
+        out / "predictions.csv", config.score_batch_size, config.train.seed, progress,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    warm = timeline.warm_mask(test_rows, trained_through=config.test_period - 1)
-    row = score(
-        f"LoRA-p{'+'.join(map(str, config.train_periods))}",
-        config.test_period,
-        test_rows["label"].to_numpy(),
-        p,
-        test_rows["user_id"].to_numpy(),
-        warm,
-        seconds,
-        seed=config.train.seed,
-    )
-    write_predictions(out / "predictions.csv", test_rows, p, test["prompt"])
     write_results([row], out, title=f"LoRA on {config.data.name}")
-    summary.update(test=row.to_dict(), score_samples_per_second=round(len(p) / seconds, 2))
+    summary.update(test=row.to_dict(), score_samples_per_second=round(row.n / row.seconds, 2))
     write_json(out / "summary.json", summary)
     print(markdown_table([row], ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold"]))
     print(f"adapter: {out / 'adapter'}; predictions: {out / 'predictions.csv'}")

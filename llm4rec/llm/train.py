@@ -81,7 +81,7 @@ class TrainResult:
     best_val_auc: float
     best_step: int
     steps: int
-    history: list[dict]  # one entry per evaluation: step, epoch, train_loss, val_auc
+    history: list[dict]  # one entry per evaluation: step, epoch, train_loss, val_auc, learning_rate
     seconds: float
     train_samples_per_second: float
 
@@ -193,7 +193,10 @@ def train_lora(
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     from transformers import get_linear_schedule_with_warmup
 
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * config.warmup_fraction), steps)
+    # accelerate's prepared scheduler advances once per process at each optimizer step (its convention for
+    # sharded data), so the schedule is laid out over the steps of all processes together.
+    total = steps * world
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * config.warmup_fraction), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     plain = accelerator.unwrap_model(model)
@@ -209,7 +212,16 @@ def train_lora(
         eval_started = time.perf_counter()
         auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
         train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
-        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss, "val_auc": auc})
+        learning_rate = optimizer.param_groups[0]["lr"]
+        history.append(
+            {
+                "step": step,
+                "epoch": round(epoch, 3),
+                "train_loss": train_loss,
+                "val_auc": auc,
+                "learning_rate": learning_rate,
+            }
+        )
         if accelerator.is_main_process:
             tqdm.write(f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}")
         if auc > best["auc"] or best["state"] is None:
