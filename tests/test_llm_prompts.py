@@ -139,3 +139,9 @@ def test_samples_are_cached_by_content(tiny_backbone_dir, movie_template, plante
     flipped = rows.assign(label=1 - rows["label"])
     build_samples(flipped, planted_timeline.items, movie_template, tokenizer, cutoff=512)
     assert len(list((cache / "samples").iterdir())) == 3  # another cutoff or other labels: another key
+    renamed = rows.assign(user_id=rows["user_id"] + "-b")  # same prompts, other users
+    assert (
+        build_samples(renamed, planted_timeline.items, movie_template, tokenizer)["user_id"]
+        == renamed["user_id"].tolist()
+    )
+    assert len(list((cache / "samples").iterdir())) == 4

@@ -126,8 +126,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return digest.hexdigest()[:16]
 
 
-def samples_key(prompts: list[str], labels: np.ndarray, template: PromptTemplate, tokenizer, cutoff: int) -> str:
+def samples_key(
+    rows: pd.DataFrame, prompts: list[str], labels: np.ndarray, template: PromptTemplate, tokenizer, cutoff: int
+) -> str:
+    """Hash of everything a stored set holds or was made from (the ids too: prompts do not name the user)."""
     digest = hashlib.sha256()
+    for column in ("user_id", "item_id"):
+        digest.update(pd.util.hash_pandas_object(rows[column].astype(str), index=False).to_numpy().tobytes())
     digest.update(json.dumps([SAMPLES_FORMAT, asdict(template), cutoff, tokenizer_fingerprint(tokenizer)]).encode())
     for prompt in prompts:
         digest.update(prompt.encode())
@@ -154,7 +159,7 @@ def build_samples(
     labels = rows["label"].to_numpy()
     # The key is computed from the untruncated prompts: truncation depends only on them, the tokenizer and cutoff.
     prompts = render_prompts(rows, titles, template)
-    key = samples_key(prompts, labels, template, tokenizer, cutoff)
+    key = samples_key(rows, prompts, labels, template, tokenizer, cutoff)
     where = cache_dir() / "samples" / key
     if cache and (where / "dataset_info.json").is_file():
         log.info("tokenized samples from cache %s", where)
