@@ -31,10 +31,15 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def last_token_logits(model, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[batch, vocab] logits at each row's last position."""
+def last_token_logits(model, input_ids: torch.Tensor, mask: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+    """[batch, vocab] logits at each row's last position (``forward_kwargs``: e.g. peft's ``adapter_names``)."""
     out = model(
-        input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=1, use_cache=False
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=position_ids(mask),
+        logits_to_keep=1,
+        use_cache=False,
+        **forward_kwargs,
     )
     return out.logits[:, -1, :]
 
