@@ -66,6 +66,18 @@ def tested_periods(timeline: Timeline, first_test_period: int = 1, last_test_per
     return range(first_test_period, last + 1)
 
 
+def tested_samples(timeline: Timeline, period: int, max_samples: int | None = None) -> pd.DataFrame:
+    """All rows of ``period``, or ``max_samples`` of them drawn with a seed that is the period index alone:
+    every method and every seed is tested on the same rows (kept in time order)."""
+    samples = timeline.period(period)
+    if max_samples is None or len(samples) <= max_samples:
+        return samples
+    if max_samples < 1:
+        raise ConfigError(f"max_test_samples: must be >= 1 (or None for all), got {max_samples}")
+    chosen = np.random.default_rng(period).choice(len(samples), size=max_samples, replace=False)
+    return samples.iloc[np.sort(chosen)]
+
+
 def run_protocol(
     method: PeriodMethod,
     timeline: Timeline,
@@ -73,15 +85,17 @@ def run_protocol(
     last_test_period: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    max_test_samples: int | None = None,
 ) -> list[ResultRow]:
-    """Fit ``method`` through period t and score all of period t + 1, for every tested period."""
+    """Fit ``method`` through period t and score period t + 1 (all of it, or the same ``max_test_samples``
+    rows for every method), for every tested period."""
     periods = tested_periods(timeline, first_test_period, last_test_period)
     seed_everything(seed)
     rows = []
     for tested in tqdm(periods, desc=method.name, unit="period", disable=not progress):
         started = time.perf_counter()
         method.fit(timeline, tested - 1)
-        samples = timeline.period(tested)
+        samples = tested_samples(timeline, tested, max_test_samples)
         p = _check_probabilities(method.name, method.predict_proba(samples), len(samples))
         seconds = time.perf_counter() - started
         warm = timeline.warm_mask(samples, trained_through=tested - 1)

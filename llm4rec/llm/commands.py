@@ -79,14 +79,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lsat(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
+    import sys
+    import time
+
+    from llm4rec.config import load_config
+    from llm4rec.eval.report import markdown_table, with_means
+    from llm4rec.llm.lsat import run_lsat
+    from llm4rec.llm.lsat_config import LsatConfig
+
+    config = load_config(LsatConfig, args.config)
+    if args.out:
+        config.out = args.out
+    started = time.perf_counter()
+    rows, _summary = run_lsat(config, progress=not args.quiet)
+    rows = with_means(rows)
+    columns = ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    for name in config.method_names():
+        print(f"\n{name}\n" + markdown_table([r for r in rows if r.method == name], columns))
+    means = sorted((r for r in rows if r.period == "mean"), key=lambda r: -r.auc)
+    print("\nmean over tested periods, ranked by AUC\n" + markdown_table(means, columns))
+    print(
+        f"{len(means)} methods, periods {config.first_test_period}..{config.last_test_period}, "
+        f"{time.perf_counter() - started:.0f} s -> {config.out}/results.{{json,csv,md}}, auc_per_period.png, "
+        f"auc_mean.png, adapters/",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _load_for_prediction(backbone, adapter: str | None, manifest, batch_size: int, progress: bool):
+    """(model, scorer or None): the bare base, one adapter, or an ensemble manifest's two adapters."""
+    from llm4rec.llm.adapters import load_adapter
+
+    if adapter is None:
+        return backbone.model, None
+    if manifest is None:
+        return load_adapter(backbone, adapter), None
+    from functools import partial
+
+    from llm4rec.llm.ensemble import score_ensemble
+
+    long_dir, short_dir = manifest.adapter_paths(adapter)
+    backbone.model = load_adapter(backbone, long_dir, "long")
+    backbone.model = model = load_adapter(backbone, short_dir, "short")
+    return model, partial(
+        score_ensemble, model, answer_ids=backbone.answer_ids, pad_id=backbone.tokenizer.pad_token_id,
+        adapters=("long", "short"), weight=manifest.weight, how=manifest.combine, batch_size=batch_size,
+        progress=progress,
+    )  # fmt: skip
+
+
+def merge_into_base(model, backbone, adapter: str, out: str) -> None:
+    """Fold a LoRA adapter into the base weights (``merge_and_unload``) and save a plain checkpoint to ``out``."""
+    from pathlib import Path
+
+    from llm4rec.io import atomic_directory, write_json
+    from llm4rec.llm.adapters import read_adapter_meta
+    from llm4rec.llm.backbone import META_FILE
+
+    merged = model.merge_and_unload()
+    with atomic_directory(Path(out)) as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        backbone.tokenizer.save_pretrained(str(tmp))
+        meta = read_adapter_meta(adapter)
+        write_json(
+            tmp / META_FILE,
+            {"kind": "merged-model", "base_model": meta.get("base_model"), "adapter": str(adapter),
+             "adapter_meta": meta},
+        )  # fmt: skip
+    backbone.model = merged
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_libraries()
     from llm4rec.cli import data_config_from_args
     from llm4rec.data.config import load_timeline
     from llm4rec.errors import ConfigError
-    from llm4rec.llm.adapters import load_adapter, read_adapter_meta, template_from_meta
+    from llm4rec.llm.adapters import read_adapter_meta, template_from_meta
     from llm4rec.llm.backbone import BackboneConfig, load_backbone
+    from llm4rec.llm.ensemble import read_ensemble
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.run import predict_period
     from llm4rec.llm.samples import build_samples
@@ -94,8 +169,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     config = data_config_from_args(args)
     if args.adapter and args.template:
         raise ConfigError("--template: an adapter carries the template it was trained with; drop --template")
+    if args.merge_into_base and not args.adapter:
+        raise ConfigError("--merge-into-base: needs --adapter (the LoRA adapter to fold into the base weights)")
+    manifest = read_ensemble(args.adapter) if args.adapter else None
+    if manifest is not None and args.merge_into_base:
+        raise ConfigError(
+            f"--merge-into-base: {args.adapter} is an output ensemble of two adapters, which no single set of "
+            "weights reproduces; merge a task-arithmetic adapter (adapters/merged/...) instead"
+        )
     if args.adapter:
-        template = template_from_meta(read_adapter_meta(args.adapter), args.adapter)
+        first = manifest.adapter_paths(args.adapter)[0] if manifest is not None else args.adapter
+        template = template_from_meta(read_adapter_meta(first), first)
     else:
         template = load_template(args.template or template_for_dataset(config.name))
     import torch
@@ -104,16 +188,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     backbone = load_backbone(
         BackboneConfig(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code), template, device
     )
-    model = load_adapter(backbone, args.adapter) if args.adapter else backbone.model
+    model, scorer = _load_for_prediction(backbone, args.adapter, manifest, args.batch_size, not args.quiet)
+    if args.merge_into_base:
+        merge_into_base(model, backbone, args.adapter, args.merge_into_base)
+        model = backbone.model
+        print(f"merged model (base + adapter, merge_and_unload) written to {args.merge_into_base}")
     timeline = load_timeline(config)
     rows = timeline.period(args.period, "all" if args.split == "test" else args.split)
     samples = build_samples(rows, timeline.items, template, backbone.tokenizer, args.cutoff)
     row = predict_period(
-        model, backbone, timeline, rows, samples, "predict", args.out, args.batch_size, progress=not args.quiet
-    )
+        model, backbone, timeline, rows, samples, "predict", args.out, args.batch_size, progress=not args.quiet,
+        scorer=scorer,
+    )  # fmt: skip
+    kind = "ensemble " if manifest is not None else ""
     print(
-        f"{config.name} period {args.period} ({args.split}, {len(rows):,} samples): AUC {row.auc:.4f}  "
-        f"gAUC {row.gauc:.4f}  LogLoss {row.logloss:.4f}  ({row.n / row.seconds:.1f} samples/s) -> {args.out}"
+        f"{config.name} period {args.period} ({args.split}, {len(rows):,} samples, {kind or 'single '}model): "
+        f"AUC {row.auc:.4f}  gAUC {row.gauc:.4f}  LogLoss {row.logloss:.4f}  ({row.n / row.seconds:.1f} samples/s) "
+        f"-> {args.out}"
     )
     return 0
 
@@ -160,6 +251,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
+    lsat = commands.add_parser(
+        "lsat",
+        help="FR, FT and LSAT (long-/short-term LoRA, ensemble, task arithmetic) over periods",
+        description="Keep an LLM recommender up to date over periods: full retraining (FR), fine-tuning (FT), and "
+        "LSAT's long-term + short-term LoRA adapters combined by an output ensemble or by task arithmetic "
+        "(exact, lsat, linear, svd, ties, dare_linear, dare_ties). Trains on period t, tests on period t+1, and "
+        "writes results.{json,csv,md}, plots and every adapter (merged ones load with PeftModel.from_pretrained). "
+        "Same as `accelerate launch scripts/train_lsat.py --config CONFIG`.",
+    )
+    lsat.add_argument("--config", required=True, help="an LSAT config YAML (see configs/lsat/)")
+    lsat.add_argument("--out", help="override the config's output directory")
+    lsat.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    lsat.set_defaults(func=cmd_lsat)
+
     predict = commands.add_parser(
         "predict",
         help="score a period with a backbone (and an adapter) and write P(Yes) per sample",
@@ -167,7 +272,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "logits. Writes user_id,item_id,label,p_yes,prompt and prints AUC / gAUC / LogLoss.",
     )
     predict.add_argument("--model", required=True, help="base model: a local directory or a Hugging Face id")
-    predict.add_argument("--adapter", help="a LoRA adapter directory written by llm4rec (safetensors)")
+    predict.add_argument(
+        "--adapter",
+        help="a LoRA adapter directory written by llm4rec (safetensors), e.g. OUT/adapters/merged/exact/period_8, "
+        "or an LSAT ensemble manifest directory (OUT/adapters/ensemble/period_8)",
+    )
+    predict.add_argument(
+        "--merge-into-base",
+        metavar="DIR",
+        help="fold the adapter into the base weights (merge_and_unload), save that full model to DIR for "
+        "zero-overhead serving, and score with it",
+    )
     add_data_options(predict, positional=False)
     predict.add_argument("--period", type=int, required=True, help="period to score")
     predict.add_argument(

@@ -86,17 +86,22 @@ def predict_period(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    scorer=None,
 ):
     """Score ``samples`` (tokenized ``rows`` of one period), write ``out_csv`` and return the metrics row.
-    Used by ``llm4rec train`` (its test period) and ``llm4rec predict``."""
+    Used by ``llm4rec train`` (its test period) and ``llm4rec predict``. ``scorer(sequences) -> P(Yes)``
+    replaces the single-model scorer (e.g. an ensemble of two adapters)."""
     from llm4rec.eval.results import score
     from llm4rec.llm.score import score_sequences
 
     started = time.perf_counter()
-    p = score_sequences(
-        model, samples["input_ids"], backbone.answer_ids, backbone.tokenizer.pad_token_id,
-        batch_size=batch_size, progress=progress,
-    )  # fmt: skip
+    if scorer is None:
+        p = score_sequences(
+            model, samples["input_ids"], backbone.answer_ids, backbone.tokenizer.pad_token_id,
+            batch_size=batch_size, progress=progress,
+        )  # fmt: skip
+    else:
+        p = scorer(samples["input_ids"])
     seconds = time.perf_counter() - started
     period = int(rows["period"].iloc[0]) if len(rows) else 0
     # Warm items occur in the periods before; nothing is warm in period 0.

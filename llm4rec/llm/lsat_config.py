@@ -1,0 +1,158 @@
+"""Typed config of an LSAT run (`llm4rec lsat --config configs/lsat/...`); every field is checked on load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llm4rec.data.config import DataConfig
+from llm4rec.errors import ConfigError
+from llm4rec.llm.backbone import BackboneConfig
+from llm4rec.llm.ensemble import COMBINES, PASSES
+from llm4rec.llm.merge import MERGE_MODES, check_weight
+from llm4rec.llm.train import LoraSettings, TrainConfig
+
+METHOD_FAMILIES = ("FR", "FT", "LSAT")
+DEFAULT_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def _check_grid(grid: list[float], option: str) -> None:
+    if not grid:
+        raise ConfigError(f"{option}: give at least one weight in [0, 1]")
+    for w in grid:
+        check_weight(w, option)
+
+
+@dataclass
+class ScratchBuildConfig:
+    """Build a scratch backbone at ``backbone.model_name_or_path`` when that directory does not exist yet."""
+
+    preset: str = "scratch-llama-tiny"
+    periods: list[int] | None = None  # pre-training periods; None = the first half
+    max_samples: int | None = None  # None = the preset's
+    epochs: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class LongTermConfig:
+    periods: int = 6  # K: the long-term adapter learns periods 0..K-1 as full retraining would
+    refresh_every: int = 0  # R > 0: retrain it on 0..t every R periods after K-1; 0 = frozen (the paper)
+
+    def __post_init__(self) -> None:
+        if self.periods < 1:
+            raise ConfigError(f"long_term.periods: K must be >= 1 (trained on periods 0..K-1), got {self.periods}")
+        if self.refresh_every < 0:
+            raise ConfigError(f"long_term.refresh_every: must be >= 0 (0 = frozen), got {self.refresh_every}")
+
+
+@dataclass
+class EnsembleConfig:
+    weight: float | None = None  # the long-term adapter's weight; None = chosen on val_t over `grid`
+    grid: list[float] = field(default_factory=lambda: list(DEFAULT_GRID))
+    combine: Literal["probability", "logit"] = "probability"  # P = w P_long + (1-w) P_short, or on logits
+    passes: Literal["one", "two"] = "one"  # one mixed-adapter pass (peft adapter_names) or one pass per adapter
+
+    def __post_init__(self) -> None:
+        if self.weight is not None:
+            check_weight(self.weight, "ensemble.weight")
+        _check_grid(self.grid, "ensemble.grid")
+        if self.combine not in COMBINES:
+            raise ConfigError(f"ensemble.combine: expected one of {list(COMBINES)}, got {self.combine!r}")
+        if self.passes not in PASSES:
+            raise ConfigError(f"ensemble.passes: expected one of {list(PASSES)}, got {self.passes!r}")
+
+
+@dataclass
+class TaskArithmeticConfig:
+    modes: list[str] = field(default_factory=lambda: ["exact", "lsat"])
+    weight: float | None = None  # None = chosen on val_t over `grid`
+    grid: list[float] = field(default_factory=lambda: list(DEFAULT_GRID))
+    density: float = 0.5  # ties / dare_*: share of the weights kept
+    svd_rank: int | None = None  # svd: rank of the merged adapter; None = the larger of the two ranks
+    seed: int = 0  # dare_*: which weights are dropped
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in MERGE_MODES]
+        if unknown:
+            raise ConfigError(f"task_arithmetic.modes: {unknown} unknown; available: {list(MERGE_MODES)}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ConfigError(f"task_arithmetic.modes: a mode is listed twice in {self.modes}")
+        if self.weight is not None:
+            check_weight(self.weight, "task_arithmetic.weight")
+        _check_grid(self.grid, "task_arithmetic.grid")
+        if not 0 < self.density <= 1:
+            raise ConfigError(f"task_arithmetic.density: expected a value in (0, 1], got {self.density}")
+
+
+@dataclass
+class SampleLimits:
+    """Caps that make a CPU run feasible; each draw is seeded, None = everything."""
+
+    history_fit: int | None = None  # training samples of a fit over periods 0..t (FR, the long-term adapter)
+    recent_fit: int | None = None  # training samples of a fit over period t (FT, the short-term adapter)
+    val: int | None = 1000  # val_t samples for early stopping and for choosing merge / ensemble weights
+    test: int | None = None  # samples of each tested period, the same rows for every method
+
+    def __post_init__(self) -> None:
+        for name in ("history_fit", "recent_fit", "val", "test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"samples.{name}: must be >= 1 or null (all), got {value}")
+
+
+@dataclass
+class LsatConfig:
+    backbone: BackboneConfig
+    data: DataConfig | str = "ml-100k"  # a dataset name (its preset periods), a data YAML path, or a mapping
+    build_backbone: ScratchBuildConfig | None = None
+    template: str | None = None  # movie, book or a YAML path; None = the dataset's
+    cutoff: int = 512
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    methods: list[str] = field(default_factory=lambda: list(METHOD_FAMILIES))
+    long_term: LongTermConfig = field(default_factory=LongTermConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    task_arithmetic: TaskArithmeticConfig = field(default_factory=TaskArithmeticConfig)
+    samples: SampleLimits = field(default_factory=SampleLimits)
+    first_test_period: int | None = None  # default: long_term.periods + 1 (the first short-term period is K)
+    last_test_period: int | None = None  # default: the last period
+    score_batch_size: int = 32
+    out: str = "runs/lsat"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from llm4rec.llm.run import resolve_data_config
+
+        self.data = resolve_data_config(self.data)
+        unknown = [m for m in self.methods if m not in METHOD_FAMILIES]
+        if unknown or not self.methods:
+            raise ConfigError(
+                f"methods: expected a non-empty list drawn from {list(METHOD_FAMILIES)}, got {self.methods}"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods: a method is listed twice in {self.methods}")
+        if self.first_test_period is None:
+            self.first_test_period = self.long_term.periods + 1
+        n_periods = self.data.periods.n_periods
+        last = n_periods - 1 if self.last_test_period is None else self.last_test_period
+        if not self.long_term.periods + 1 <= self.first_test_period <= last <= n_periods - 1:
+            raise ConfigError(
+                f"test periods {self.first_test_period}..{last} are out of range: with {n_periods} periods and the "
+                f"long-term adapter on periods 0..{self.long_term.periods - 1}, tested periods must lie in "
+                f"{self.long_term.periods + 1}..{n_periods - 1} (the short-term adapter needs a period after K-1)"
+            )
+        self.last_test_period = last
+        if self.score_batch_size < 1:
+            raise ConfigError(f"score_batch_size: must be >= 1, got {self.score_batch_size}")
+
+    def method_names(self) -> list[str]:
+        """Result rows' method names, in run order."""
+        names = []
+        for family in self.methods:
+            if family == "LSAT":
+                names += ["LSAT-long", "LSAT-short", "LSAT-ensemble"]
+                names += [f"LSAT-ta-{mode}" for mode in self.task_arithmetic.modes]
+            else:
+                names.append(family)
+        return names
