@@ -1,7 +1,10 @@
 """Entry point for `accelerate launch scripts/train_lsat.py --config CONFIG`.
 
-It runs the same code as `llm4rec train --config CONFIG`; accelerate decides
-the devices, the number of processes and the mixed precision.
+    accelerate launch scripts/train_lsat.py --config configs/lsat/ml-100k-scratch.yaml   # = llm4rec lsat
+    accelerate launch scripts/train_lsat.py train --config configs/llm/ml-100k-lora.yaml  # = llm4rec train
+
+It runs the same code as the `llm4rec` command; accelerate decides the
+devices, the number of processes and the mixed precision.
 """
 
 import sys
@@ -9,4 +12,6 @@ import sys
 from llm4rec.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    argv = sys.argv[1:]
+    command = argv.pop(0) if argv and argv[0] in ("lsat", "train") else "lsat"
+    sys.exit(main([command, *argv]))

@@ -103,7 +103,7 @@ def test_build_train_predict(prepared, tmp_path, capsys):
         "--mixed_precision",
         "no",
     ]
-    command += ["--dynamo_backend", "no", str(ROOT / "scripts" / "train_lsat.py"), "--config", str(config)]
+    command += ["--dynamo_backend", "no", str(ROOT / "scripts" / "train_lsat.py"), "train", "--config", str(config)]
     done = subprocess.run([*command, "--out", str(launched), "-q"], env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     relaunched = pd.read_csv(launched / "predictions.csv", keep_default_na=False)
@@ -151,7 +151,15 @@ def test_two_processes_split_the_batches(prepared, tmp_path):
     config = write_run_config(tmp_path / "lora.yaml", backbone, tmp_path / "run")
     config.write_text(config.read_text().replace("  epochs: 1\n", "  epochs: 1\n  eval_every: 1\n"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    command = ["torchrun", "--nproc_per_node", "2", str(ROOT / "scripts" / "train_lsat.py"), "--config", str(config)]
+    command = [
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "scripts" / "train_lsat.py"),
+        "train",
+        "--config",
+        str(config),
+    ]
     done = subprocess.run([*command, "-q"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

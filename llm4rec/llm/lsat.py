@@ -204,7 +204,7 @@ class TaskArithmeticMethod(AdapterMethod):
 
     def prepare(self, period: int) -> None:
         from llm4rec.llm.adapter_store import recipe_key
-        from llm4rec.llm.adapters import save_adapter
+        from llm4rec.llm.adapters import read_adapter_meta, save_adapter
         from llm4rec.llm.ensemble import score_margins
 
         session, config = self.adapters.session, self.adapters.config
@@ -212,11 +212,11 @@ class TaskArithmeticMethod(AdapterMethod):
         self.path = session.store.root / "merged" / self.mode / f"period_{period}"
         key = recipe_key(
             {"mode": self.mode, "long": session.stored_recipe(long), "short": session.stored_recipe(short),
-             "settings": vars(self.settings), "val": config.samples.val, "seed": config.seed}
+             "weight": self.settings.weight, "grid": self.settings.grid, "density": self.settings.density,
+             "svd_rank": self.settings.svd_rank, "merge_seed": self.settings.seed, "val": config.samples.val,
+             "seed": config.seed}
         )  # fmt: skip
         if session.store.find(key, self.path) is not None:
-            from llm4rec.llm.adapters import read_adapter_meta
-
             self.weights[period] = {**read_adapter_meta(self.path)["merge"], "reused": True}
             return
         long_name, short_name = session.load(long), session.load(short)
