@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.image
 import pytest
 
-from llm4rec.eval.plots import method_groups, plot_mean_metric, plot_metric_per_period
+from llm4rec.eval.plots import _seed_means, method_groups, plot_mean_metric, plot_metric_per_period
 from llm4rec.eval.report import with_means
 from llm4rec.eval.results import ResultRow
 
@@ -43,3 +43,31 @@ def test_mean_plot_needs_mean_rows(tmp_path):
     plain = [r for r in rows(["A"]) if r.period != "mean"]
     with pytest.raises(ValueError, match="mean rows"):
         plot_mean_metric(plain, tmp_path / "x.png")
+
+
+def test_many_methods_of_few_models_split_by_model_and_seeds_are_averaged(tmp_path):
+    modes = ("IU", "BU3", "FR", "SPMF", "ASMG-GRU", "IncCTR+ReLoop2")
+    methods = [f"{m}-{u}" for m in ("EmbMLP", "DeepFM") for u in modes]
+    groups = method_groups(methods)
+    assert list(groups) == ["EmbMLP", "DeepFM"] and groups["DeepFM"][4] == "DeepFM-ASMG-GRU"
+    seeded = [
+        ResultRow(
+            r.method,
+            r.period,
+            r.split,
+            r.n,
+            r.auc + 0.01 * s,
+            r.gauc,
+            r.logloss,
+            r.auc_warm,
+            r.auc_cold,
+            r.seconds,
+            seed=s,
+        )
+        for s in (0, 1)
+        for r in rows(["A", "B"])
+    ]
+    averaged = _seed_means(seeded)
+    assert len(averaged) == len(rows(["A", "B"]))  # one row per (method, period), not per seed
+    assert averaged[0].auc == pytest.approx(seeded[0].auc + 0.005)
+    plot_mean_metric(seeded, tmp_path / "mean.png")

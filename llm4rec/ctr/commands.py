@@ -1,4 +1,5 @@
-"""`llm4rec ctr --config configs/ctr/ml-100k.yaml --out DIR`: the CTR baselines over periods (or the random split)."""
+"""`llm4rec ctr --config configs/ctr/ml-100k.yaml --out DIR`: the CTR baselines over periods (or the random split),
+with the incremental-learning methods of ``incremental.methods`` beside IU / BU / FR, for every seed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,38 @@ import sys
 import time
 from pathlib import Path
 
+from llm4rec.errors import Llm4recError
+
+
+def period_methods(config, features, seed: int) -> list:
+    """Every configured method for one seed: each model x (update modes, then incremental methods)."""
+    from llm4rec.ctr.updates import CtrUpdateMethod
+    from llm4rec.incremental.registry import build_method
+
+    methods = []
+    for model in config.models:
+        for mode in config.updates:
+            methods.append(CtrUpdateMethod(model, mode, features, config.model, config.train, config.window, seed))
+        for name in config.incremental.methods:
+            methods.append(build_method(name, model, features, config, seed))
+    return methods
+
+
+def _training_report(method) -> dict:
+    """Per fitted period: what the base training did, plus what the strategy's own training did."""
+    extra = getattr(method, "extra_reports", {})
+    return {
+        str(period): {**report.to_dict(), **({"strategy": extra[period]} if period in extra else {})}
+        for period, report in method.reports.items()
+    }
+
 
 def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tuple[list, dict]:
-    """Run every configured model (x update mode); returns (result rows, training reports by method)."""
-    from llm4rec.ctr.updates import CtrUpdateMethod, timeline_features
+    """Run every configured method for every seed; returns (result rows, training reports).
+
+    Reports are ``{method: {period: report}}`` for one seed, ``{seed: {method: {period: report}}}`` for several.
+    """
+    from llm4rec.ctr.updates import timeline_features
     from llm4rec.data.config import load_timeline
     from llm4rec.data.store import load_dataset
     from llm4rec.eval.protocol import run_protocol
@@ -28,51 +57,77 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
     timeline = load_timeline(config.data)
     features = timeline_features(timeline, config.data.label_threshold, config.features)
     rows, reports = [], {}
-    for model in config.models:
-        for mode in config.updates:
-            method = CtrUpdateMethod(model, mode, features, config.model, config.train, config.window, config.seed)
+    for seed in config.run_seeds:
+        reports[seed] = {}
+        for method in period_methods(config, features, seed):
             rows += run_protocol(
                 method,
                 timeline,
                 first_test_period=config.first_test_period,
                 last_test_period=config.last_test_period,
-                seed=config.seed,
+                seed=seed,
                 progress=progress,
             )
-            reports[method.name] = {str(period): r.to_dict() for period, r in method.reports.items()}
-    return rows, reports
+            reports[seed][method.name] = _training_report(method)
+    if len(reports) == 1:
+        return rows, next(iter(reports.values()))
+    return rows, {str(seed): by_method for seed, by_method in reports.items()}
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
 
 
 def cmd_ctr(args: argparse.Namespace) -> int:
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
-    from llm4rec.eval.report import markdown_table, with_means, write_results
+    from llm4rec.eval.report import markdown_table, n_seeds, ranked_seed_means, summary_table, with_means, write_results
     from llm4rec.io import write_json
 
     data = load_yaml(args.config)
     for option in ("models", "updates"):
         value = getattr(args, option)
         if value is not None:
-            data[option] = [n.strip() for n in value.split(",") if n.strip()]
+            data[option] = _names(value)
+    if args.methods is not None:
+        incremental = data.get("incremental")
+        data["incremental"] = {
+            **(incremental if isinstance(incremental, dict) else {}),
+            "methods": _names(args.methods),
+        }
+    if args.seeds is not None:
+        try:
+            data["seeds"] = [int(s) for s in _names(args.seeds)]
+        except ValueError:
+            raise Llm4recError(
+                f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}"
+            ) from None
     config = from_dict(CtrConfig, data, where=str(args.config))
     started = time.perf_counter()
     rows, reports = run_ctr(config, progress=not args.quiet)
     seconds = time.perf_counter() - started
     rows = with_means(rows)
-    means = sorted((r for r in rows if r.period == "mean"), key=lambda r: -r.auc)
-    print(markdown_table(means, ["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]))
-    print(f"{len(means)} methods in {seconds:.1f} s", file=sys.stderr)
+    columns = ["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    if n_seeds(rows) > 1:
+        means = ranked_seed_means(rows)
+        print(summary_table(means, [columns[0], "seeds", *columns[1:]]))
+    else:
+        means = sorted((r for r in rows if r.period == "mean"), key=lambda r: -r.auc)
+        print(markdown_table(means, columns))
+    print(f"{len(means)} methods x {len(config.run_seeds)} seed(s) in {seconds:.1f} s", file=sys.stderr)
     if args.out:
         from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
 
         out = Path(args.out)
         setting = "random 8:1:1 split" if config.protocol == "random" else "periods"
-        paths = write_results(rows, out, title=f"CTR baselines on {config.data.name} ({setting})")
+        what = "CTR methods" if config.incremental.methods else "CTR baselines"
+        paths = write_results(rows, out, title=f"{what} on {config.data.name} ({setting})")
         if config.protocol != "random":  # one split, no periods to draw
             plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{config.data.name}: AUC per period")
         plot_mean_metric(rows, out / "auc_mean.png", title=f"{config.data.name}: mean AUC ({setting})")
         write_json(out / "config.json", dataclasses.asdict(config))
-        write_json(out / "training.json", {"seconds": round(seconds, 1), "methods": reports})
+        by = "seeds" if len(config.run_seeds) > 1 else "methods"  # {seed: {method: ...}} or {method: ...}
+        write_json(out / "training.json", {"seconds": round(seconds, 1), by: reports})
         print(
             f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, "
             f"{'' if config.protocol == 'random' else 'auc_per_period.png, '}auc_mean.png, "
@@ -85,14 +140,20 @@ def cmd_ctr(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     ctr = commands.add_parser(
         "ctr",
-        help="run the CTR baselines (MF, EmbMLP, WideDeep, DeepFM, DCN, NFM, DIN) over periods",
+        help="run the CTR baselines (MF, EmbMLP, WideDeep, DeepFM, DCN, NFM, DIN) and incremental methods over periods",
         description="Pre-train each model on the first K periods, then keep it up to date by incremental update "
-        "(IU), batch update on the last w periods (BU-w) and full retraining (FR), testing on period t+1; "
-        "or, with `protocol: random`, the static 8:1:1 random-split setting. See docs/ctr.md.",
+        "(IU), batch update on the last w periods (BU-w) and full retraining (FR), testing on period t+1, and by "
+        "the incremental-learning methods named in `incremental.methods` (Reservoir, SPMF, MEGG, IncCTR, ReLoop2, "
+        "ASMG-GRU, ASMG-Linear, SML); or, with `protocol: random`, the static 8:1:1 random-split setting. "
+        "See docs/ctr.md and docs/incremental.md.",
     )
     ctr.add_argument("--config", required=True, help="a CTR config YAML (see configs/ctr/)")
     ctr.add_argument("--out", help="directory for results.{json,csv,md}, auc_per_period.png, config.json")
     ctr.add_argument("--models", help="comma-separated models, overriding the config (e.g. MF,DIN)")
-    ctr.add_argument("--updates", help="comma-separated update modes, overriding the config (IU,BU,FR)")
+    ctr.add_argument("--updates", help="comma-separated update modes, overriding the config (IU,BU,FR; '' for none)")
+    ctr.add_argument(
+        "--methods", help="comma-separated incremental methods, overriding incremental.methods (e.g. SPMF,ReLoop2)"
+    )
+    ctr.add_argument("--seeds", help="comma-separated seeds, overriding seed / seeds (e.g. 0,1,2)")
     ctr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ctr.set_defaults(func=cmd_ctr)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
+from llm4rec.incremental.config import IncrementalConfig, check_sequence_length
 
 # The models run when a config names none (DCNv2 is available by name).
 DEFAULT_MODELS = ["MF", "EmbMLP", "WideDeep", "DeepFM", "DCN", "NFM", "DIN"]
@@ -93,7 +94,8 @@ class CtrConfig:
     data: DataConfig = field(default_factory=DataConfig)
     protocol: Literal["periods", "random"] = "periods"
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    updates: list[str] = field(default_factory=lambda: list(UPDATE_MODES))  # periods only
+    updates: list[str] = field(default_factory=lambda: list(UPDATE_MODES))  # periods only; [] if incremental runs
+    incremental: IncrementalConfig = field(default_factory=IncrementalConfig)  # periods only
     window: int = 3  # BU-w: train on the last w periods
     pretrain_periods: int = 3  # K: pre-train on periods 0..K-1, test periods K..last
     last_test_period: int | None = None
@@ -102,6 +104,7 @@ class CtrConfig:
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    seeds: list[int] | None = None  # several runs, one per seed (results carry a seed column); None: [seed]
     # torch CPU threads; 0 keeps torch's default. These models are small: one thread avoids the
     # per-op threading overhead, which costs several-fold on a busy 2-core machine.
     threads: int = 1
@@ -116,8 +119,17 @@ class CtrConfig:
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"models: a model is listed twice in {self.models}")
         unknown = [u for u in self.updates if u not in UPDATE_MODES]
-        if unknown or not self.updates:
+        if unknown or not (self.updates or self.incremental.methods):
             raise ConfigError(f"updates: expected a non-empty list drawn from {UPDATE_MODES}, got {self.updates}")
+        if len(set(self.updates)) != len(self.updates):
+            raise ConfigError(f"updates: a mode is listed twice in {self.updates}")
+        if self.seeds is not None:
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"seeds: expected a non-empty list of distinct seeds, got {self.seeds}")
+            if self.seed != 0:
+                raise ConfigError(f"seed ({self.seed}) and seeds ({self.seeds}): give one of them")
+        if self.protocol == "random" and (self.incremental.methods or self.seeds is not None):
+            raise ConfigError("incremental.methods and seeds apply to protocol 'periods' only (random: one seed)")
         if self.window < 1:
             raise ConfigError(f"window: BU-w needs w >= 1, got {self.window}")
         if self.threads < 0:
@@ -128,7 +140,15 @@ class CtrConfig:
                 f"pretrain_periods: with {n_periods} periods, K must be in 1..{n_periods - 1} "
                 f"(pre-train on periods 0..K-1, test from period K), got {self.pretrain_periods}"
             )
+        if self.protocol == "periods" and self.incremental.uses_asmg():
+            last = n_periods - 1 if self.last_test_period is None else self.last_test_period
+            # One model per fit, at periods K-1 .. last-1.
+            check_sequence_length(self.incremental.asmg, last - self.pretrain_periods + 1, self.pretrain_periods - 1)
 
     @property
     def first_test_period(self) -> int:
         return self.pretrain_periods
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.seed]

@@ -111,6 +111,25 @@ class FeatureEncoders:
         }
 
 
+# Which vocabulary indexes each encoded field (see FeatureEncoders.encode).
+FIELD_VOCABULARY = {"user": "user", "item": "item", "history": "item", "genres": "genre"}
+
+
+def known_by(tensors: dict[str, torch.Tensor], vocab_sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """``tensors`` as an encoder of ``vocab_sizes`` would have encoded them: indices it did not have yet -> OOV.
+
+    Encoders only append, so an index >= an earlier vocabulary size is exactly an id that earlier encoder did
+    not know. This scores data "as of" an earlier period: a teacher or a past model in a sequence sees later
+    ids the way it saw them when it served, through the OOV row.
+    """
+    out = dict(tensors)
+    for field, vocab in FIELD_VOCABULARY.items():
+        if field in out:
+            index = out[field]
+            out[field] = torch.where(index >= vocab_sizes[vocab], torch.full_like(index, OOV), index)
+    return out
+
+
 def padded(values: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     """CSR lists (``values[offsets[i]:offsets[i+1]]``) as a (n, width) matrix, right-padded with -1."""
     lengths = np.minimum(np.diff(offsets), width)

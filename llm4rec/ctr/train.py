@@ -4,12 +4,18 @@ early stopping on the val split's AUC (the best epoch's weights are kept).
 Data arrive as a dict of tensors (see :meth:`FeatureEncoders.encode`); a
 batch is one index tensor applied to each, so no Python runs per sample.
 Shuffling uses its own generator seeded by ``seed``, so a run is repeatable on CPU.
+
+``model`` is any module mapping a batch to logits: a :class:`CtrModel`, or a
+wrapper that computes a model's parameters (SML's transfer, ASMG's generator);
+only its parameters with ``requires_grad`` are trained. ``loss`` replaces the
+BCE (IncCTR adds a distillation term read from an extra tensor of the batch).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +27,7 @@ from llm4rec.ctr.models.base import CtrModel
 from llm4rec.eval import metrics
 
 Tensors = dict[str, torch.Tensor]
+LossFn = Callable[[torch.nn.Module, Tensors], torch.Tensor]
 
 
 @dataclass
@@ -50,8 +57,13 @@ def n_rows(tensors: Tensors) -> int:
     return len(tensors["label"])
 
 
+def bce_loss(model: torch.nn.Module, batch: Tensors) -> torch.Tensor:
+    """Mean binary cross-entropy of the model's logits against the batch's labels."""
+    return F.binary_cross_entropy_with_logits(model(batch), batch["label"])
+
+
 @torch.no_grad()
-def predict_proba(model: CtrModel, tensors: Tensors, batch_size: int = 8192) -> np.ndarray:
+def predict_proba(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_size: int = 8192) -> np.ndarray:
     """P(label = 1) per row, in eval mode (no dropout)."""
     was_training = model.training
     model.eval()
@@ -64,7 +76,7 @@ def predict_proba(model: CtrModel, tensors: Tensors, batch_size: int = 8192) -> 
     return torch.cat(out).cpu().numpy() if out else np.empty(0)
 
 
-def _val_score(model: CtrModel, val: Tensors, batch_size: int) -> tuple[float, float]:
+def _val_score(model: torch.nn.Module, val: Tensors, batch_size: int) -> tuple[float, float]:
     """(val AUC, the number early stopping maximises): AUC, or -LogLoss when val has one class only."""
     y = val["label"].numpy()
     p = predict_proba(model, val, batch_size)
@@ -72,8 +84,18 @@ def _val_score(model: CtrModel, val: Tensors, batch_size: int) -> tuple[float, f
     return auc, (auc if not math.isnan(auc) else -metrics.logloss(y, p))
 
 
-def fit(model: CtrModel, train: Tensors, val: Tensors | None, config: TrainConfig, seed: int = 0) -> TrainReport:
-    """Train ``model`` in place on ``train``; keep the epoch with the best ``val`` AUC (all epochs if no val)."""
+def fit(
+    model: CtrModel | torch.nn.Module,
+    train: Tensors,
+    val: Tensors | None,
+    config: TrainConfig,
+    seed: int = 0,
+    loss: LossFn = bce_loss,
+    learning_rate: float | None = None,
+) -> TrainReport:
+    """Train ``model`` in place on ``train``; keep the epoch with the best ``val`` AUC (all epochs if no val).
+
+    ``learning_rate`` overrides the config's (SML trains its transfer module at its own rate)."""
     started = time.perf_counter()
     n = n_rows(train)
     report = TrainReport(n_train=n, n_val=n_rows(val) if val is not None else 0)
@@ -81,16 +103,16 @@ def fit(model: CtrModel, train: Tensors, val: Tensors | None, config: TrainConfi
         return report
     generator = torch.Generator().manual_seed(seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(trainable, lr=learning_rate or config.learning_rate, weight_decay=config.weight_decay)
     best_score, best_state, stale = -math.inf, None, 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(train["label"].device)
         for start in range(0, n, config.batch_size):
             batch = take(train, order[start : start + config.batch_size])
-            loss = F.binary_cross_entropy_with_logits(model(batch), batch["label"])
+            batch_loss = loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            batch_loss.backward()
             optimizer.step()
         if val is None or n_rows(val) == 0:
             report.val_auc.append(float("nan"))

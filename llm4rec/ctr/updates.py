@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.features import FeatureTable, build_feature_table
 from llm4rec.ctr.models import CtrModel, build_model, check_model_name
-from llm4rec.ctr.train import TrainReport, fit, predict_proba
+from llm4rec.ctr.train import TrainReport, fit, predict_proba, take
 from llm4rec.data.periods import Timeline
 from llm4rec.data.tables import apply_label
 from llm4rec.errors import ConfigError, DataError
@@ -44,7 +45,12 @@ def method_name(model: str, mode: str, window: int) -> str:
 
 
 class CtrUpdateMethod:
-    """One CTR model, kept up to date period by period in one update mode (a PeriodMethod)."""
+    """One CTR model, kept up to date period by period in one update mode (a PeriodMethod).
+
+    Incremental-learning strategies (:mod:`llm4rec.incremental`) subclass it and
+    override its hooks: :meth:`train_period` (what one period's training does),
+    :meth:`serving_model` (which model scores the next period) and ``name``.
+    """
 
     def __init__(
         self,
@@ -69,16 +75,24 @@ class CtrUpdateMethod:
         self.encoders = features.new_encoders()
         self.model: CtrModel | None = None
         self.grown_through = -1
+        self.previous_vocab: dict[str, int] | None = None  # vocabulary sizes before the current fit grew them
         self.reports: dict[int, TrainReport] = {}  # fitted period -> what training did
+        self.extra_reports: dict[int, dict] = {}  # fitted period -> what a strategy's own training did
 
     def _check_table(self, timeline: Timeline) -> None:
         if len(timeline.table) != len(self.features):
             raise DataError(f"{self.name}: the feature table was built for another timeline")
 
+    @property
+    def pretraining(self) -> bool:
+        """True while the first fit runs (a fresh model on periods 0..K-1): nothing earlier to keep up with."""
+        return not self.reports
+
     def fit(self, timeline: Timeline, period: int) -> None:
         self._check_table(timeline)
         periods = timeline.table["period"].to_numpy()
         is_train = timeline.table["split"].to_numpy() == "train"
+        self.previous_vocab = None if self.model is None else self.encoders.vocab_sizes()
         # Ids of everything up to period t are known by now; the encoders only ever append.
         self.encoders.grow(self.features, np.flatnonzero((periods > self.grown_through) & (periods <= period)))
         self.grown_through = max(self.grown_through, period)
@@ -90,17 +104,29 @@ class CtrUpdateMethod:
             self.model.grow(self.encoders.vocab_sizes())
         train_rows = np.flatnonzero(((periods >= first) & (periods < period)) | ((periods == period) & is_train))
         val_rows = np.flatnonzero((periods == period) & ~is_train)
-        self.reports[period] = fit(
-            self.model,
-            self.encoders.encode(self.features, train_rows),
-            self.encoders.encode(self.features, val_rows),
-            self.train_config,
-            seed=self.seed * 1_000_003 + period,
-        )
+        self.reports[period] = self.train_period(timeline, period, train_rows, val_rows)
 
-    def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
+    def train_period(
+        self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
+    ) -> TrainReport:
+        """Train ``self.model`` (already grown for period t's ids) on ``train_rows``, stopping on ``val_rows``."""
+        return fit(self.model, self.encode(train_rows), self.encode(val_rows), self.train_config, self.fit_seed(period))
+
+    def encode(self, rows: np.ndarray) -> dict:
+        return self.encoders.encode(self.features, rows)
+
+    def fit_seed(self, period: int) -> int:
+        """The shuffling seed of period t's training: differs by seed and by period."""
+        return self.seed * 1_000_003 + period
+
+    def serving_model(self) -> CtrModel:
+        """The model that scores the next period (the trained model itself; ASMG and SML serve a generated one)."""
         if self.model is None:
             raise DataError(f"{self.name}: predict_proba before fit")
+        return self.model
+
+    def sample_rows(self, samples: pd.DataFrame) -> np.ndarray:
+        """Row numbers of ``samples`` in the timeline table, checked against the features built for it."""
         rows = samples.index.to_numpy()
         # Samples are rows of the timeline's table (index 0..n-1): check they are the rows we built features for.
         if len(rows) and (
@@ -111,5 +137,28 @@ class CtrUpdateMethod:
             )
         ):
             raise DataError(f"{self.name}: samples must be rows of the timeline table the features were built from")
-        tensors = self.encoders.encode(self.features, rows)
-        return predict_proba(self.model, tensors, self.train_config.eval_batch_size)
+        return rows
+
+    def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
+        model = self.serving_model()
+        return predict_proba(model, self.encode(self.sample_rows(samples)), self.train_config.eval_batch_size)
+
+    @torch.no_grad()
+    def hidden_and_proba(self, samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(last hidden vectors (n, H), P(label = 1) (n,)) of the serving model: what ReLoop2's memory reads."""
+        model = self.serving_model()
+        tensors = self.encode(self.sample_rows(samples))
+        was_training = model.training
+        model.eval()
+        hidden, probability = [], []
+        for start in range(0, len(tensors["label"]), self.train_config.eval_batch_size):
+            batch = take(
+                tensors, torch.arange(start, min(start + self.train_config.eval_batch_size, len(tensors["label"])))
+            )
+            h, extra = model.parts(batch)
+            hidden.append(h.double())
+            probability.append(torch.sigmoid(model.output(h).squeeze(-1) + extra).double())
+        model.train(was_training)
+        if not hidden:
+            return np.empty((0, model.hidden_dim)), np.empty(0)
+        return torch.cat(hidden).numpy(), torch.cat(probability).numpy()

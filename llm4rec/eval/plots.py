@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from llm4rec.eval.results import MEAN, ResultRow  # noqa: E402
+from llm4rec.eval.report import across_seeds  # noqa: E402
+from llm4rec.eval.results import MEAN, METRIC_COLUMNS, ResultRow  # noqa: E402
 from llm4rec.io import atomic_path  # noqa: E402
 
 
@@ -22,14 +23,28 @@ def _save(figure, path: str | Path) -> Path:
 
 
 def method_groups(methods: list[str], max_lines: int = 8) -> dict[str, list[str]]:
-    """Methods split into panels: by the suffix after the last '-' (the update mode in ``DeepFM-IU``) when there
-    are more than ``max_lines`` methods and every name has one; otherwise a single panel."""
+    """Methods split into panels when there are more than ``max_lines`` and every name reads ``<Model>-<Method>``
+    (``DeepFM-IU``, ``EmbMLP-ASMG-GRU``): one panel per update method when there are no more methods than
+    models (7 models x IU / BU3 / FR: three panels), else one per model (2 models x 12 methods: two panels)."""
     if len(methods) <= max_lines or not all("-" in m for m in methods):
         return {"": list(methods)}
+    parts = [m.split("-", 1) for m in methods]
+    n_models, n_modes = len({model for model, _ in parts}), len({mode for _, mode in parts})
+    by_mode = n_modes <= n_models
     groups: dict[str, list[str]] = {}
-    for method in methods:
-        groups.setdefault(method.rsplit("-", 1)[1], []).append(method)
+    for method, (model, mode) in zip(methods, parts, strict=True):
+        groups.setdefault(mode if by_mode else model, []).append(method)
     return groups if len(groups) > 1 else {"": list(methods)}
+
+
+def _seed_means(rows: list[ResultRow]) -> list[ResultRow]:
+    """Rows of several seeds as one row per (method, period, split): metrics averaged over the seeds."""
+    if len({r.seed for r in rows}) <= 1:
+        return rows
+    return [
+        ResultRow(s.method, s.period, s.split, s.n, seconds=s.mean["seconds"], **{m: s.mean[m] for m in METRIC_COLUMNS})
+        for s in across_seeds(rows)
+    ]
 
 
 def _metric_label(metric: str) -> str:
@@ -37,13 +52,16 @@ def _metric_label(metric: str) -> str:
 
 
 def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
-    """One line per method: ``metric`` on each tested period; many methods are split into panels by update mode."""
+    """One line per method: ``metric`` on each tested period (mean over seeds); many methods split into panels."""
+    rows = _seed_means(rows)
     methods = list(dict.fromkeys(r.method for r in rows if r.period != MEAN))
     groups = method_groups(methods)
     figure, panels = plt.subplots(
         1, len(groups), figsize=(8 if len(groups) == 1 else 5 * len(groups), 4.5), squeeze=False, sharey=True
     )
     for axes, (group, members) in zip(panels[0], groups.items(), strict=True):
+        if len(members) > 10:  # the default cycle repeats after 10 colours
+            axes.set_prop_cycle(color=plt.cm.tab20.colors)
         for method in members:
             own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
             axes.plot([r.period for r in own], [getattr(r, metric) for r in own], marker="o", label=method)
@@ -57,8 +75,8 @@ def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str 
 
 
 def plot_mean_metric(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
-    """Horizontal bars of each method's mean ``metric`` over the tested periods, best on top."""
-    means = [r for r in rows if r.period == MEAN]
+    """Horizontal bars of each method's mean ``metric`` over the tested periods (and seeds), best on top."""
+    means = [r for r in _seed_means(rows) if r.period == MEAN]
     if not means:
         raise ValueError("plot_mean_metric needs the mean rows (see llm4rec.eval.report.with_means)")
     reverse = metric != "logloss"  # lower LogLoss is better

@@ -1,4 +1,9 @@
-"""Writing results: ``results.json``, ``results.csv`` and ``results.md`` (each written atomically)."""
+"""Writing results: ``results.json``, ``results.csv`` and ``results.md`` (each written atomically).
+
+When rows of several seeds are present, :func:`across_seeds` aggregates them
+per (method, period, split) into mean and standard deviation over the seeds,
+and the markdown tables show ``mean ± std``; with one seed they look as before.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,114 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from llm4rec.eval.results import COLUMNS, MEAN, ResultRow, mean_rows
+import numpy as np
+
+from llm4rec.eval.results import COLUMNS, MEAN, METRIC_COLUMNS, ResultRow, mean_rows
 from llm4rec.io import write_json, write_text
+
+SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]
+
+
+@dataclass
+class SeedSummary:
+    """One (method, period, split) over seeds: each metric's mean and sample standard deviation (ddof = 1).
+
+    ``period`` is a tested period or ``"mean"`` (then each seed's value is its mean over the periods).
+    ``std`` is NaN with a single seed; NaN values of a seed (one-class groups) are skipped.
+    """
+
+    method: str
+    period: int | str
+    split: str
+    seeds: list[int]
+    n: int  # samples per seed (the first seed's; the same for every seed under the protocol)
+    mean: dict[str, float]
+    std: dict[str, float]
+
+    def to_dict(self) -> dict:
+        def clean(values: dict[str, float]) -> dict:
+            return {k: (None if math.isnan(v) else v) for k, v in values.items()}
+
+        return {
+            "method": self.method,
+            "period": self.period,
+            "split": self.split,
+            "seeds": self.seeds,
+            "n": self.n,
+            "mean": clean(self.mean),
+            "std": clean(self.std),
+        }
+
+
+def _mean_and_std(values: list[float]) -> tuple[float, float]:
+    array = np.array(values, dtype=float)
+    array = array[~np.isnan(array)]
+    if len(array) == 0:
+        return float("nan"), float("nan")
+    return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else float("nan"))
+
+
+def across_seeds(rows: list[ResultRow]) -> list[SeedSummary]:
+    """Rows grouped by (method, period, split), first-seen order, each metric averaged over the seeds.
+
+    Pass mean rows (see :func:`with_means`) for the usual "mean over periods, then mean ± std over seeds".
+    """
+    groups: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        groups.setdefault((row.method, row.period, row.split), []).append(row)
+    out = []
+    for (method, period, split), group in groups.items():
+        stats = {column: _mean_and_std([getattr(r, column) for r in group]) for column in SUMMARY_COLUMNS}
+        out.append(
+            SeedSummary(
+                method=method,
+                period=period,
+                split=split,
+                seeds=sorted({r.seed for r in group}),
+                n=group[0].n,
+                mean={c: m for c, (m, _) in stats.items()},
+                std={c: s for c, (_, s) in stats.items()},
+            )
+        )
+    return out
+
+
+def n_seeds(rows: list[ResultRow]) -> int:
+    return len({r.seed for r in rows})
+
+
+def _mean_std_cell(mean: float, std: float, seconds: bool = False) -> str:
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean:.1f}" if seconds else f"{mean:.4f}"
+    if math.isnan(std):
+        return text
+    return f"{text} ± {std:.1f}" if seconds else f"{text} ± {std:.4f}"
+
+
+def summary_table(summaries: list[SeedSummary], columns: list[str]) -> str:
+    """Markdown table of seed summaries: metrics as ``mean ± std`` (just the mean for a single seed)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for summary in summaries:
+        values = []
+        for column in columns:
+            if column in SUMMARY_COLUMNS:
+                values.append(_mean_std_cell(summary.mean[column], summary.std[column], column == "seconds"))
+            elif column == "seeds":
+                values.append(str(len(summary.seeds)))
+            else:
+                values.append(_cell(getattr(summary, column)))
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def ranked_seed_means(rows: list[ResultRow]) -> list[SeedSummary]:
+    """Each method's mean over periods, then mean ± std over seeds, best AUC first."""
+    means = across_seeds([r for r in with_means(rows) if r.period == MEAN])
+    return sorted(means, key=lambda s: -s.mean["auc"] if not math.isnan(s.mean["auc"]) else 0)
 
 
 def _cell(value) -> str:
@@ -37,7 +146,9 @@ def with_means(rows: list[ResultRow]) -> list[ResultRow]:
 
 
 def format_markdown(rows: list[ResultRow], title: str | None = None) -> str:
-    """Mean table ranked by AUC, then one per-period table per method."""
+    """Mean table ranked by AUC, then one per-period table per method (mean ± std when several seeds ran)."""
+    if n_seeds(rows) > 1:
+        return _format_markdown_seeds(rows, title)
     rows = with_means(rows)
     means = sorted((r for r in rows if r.period == MEAN), key=lambda r: -r.auc if not math.isnan(r.auc) else 0)
     parts = [f"# {title}\n" if title else ""]
@@ -51,6 +162,28 @@ def format_markdown(rows: list[ResultRow], title: str | None = None) -> str:
     parts.append(
         "AUC, LogLoss: scikit-learn. gAUC: per-user AUC weighted by the user's sample count, "
         "users with one class skipped. auc_warm / auc_cold: test items seen / unseen in periods 0..t.\n"
+    )
+    return "\n".join(p for p in parts if p)
+
+
+def _format_markdown_seeds(rows: list[ResultRow], title: str | None) -> str:
+    seeds = sorted({r.seed for r in rows})
+    parts = [f"# {title}\n" if title else ""]
+    mean_columns = ["method", "split", "seeds", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    parts.append(
+        f"## Mean over tested periods, mean ± std over {len(seeds)} seeds {seeds} (ranked by AUC)\n\n"
+        + summary_table(ranked_seed_means(rows), mean_columns)
+        + "\n"
+    )
+    period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    per_period = across_seeds([r for r in rows if r.period != MEAN])
+    for method in dict.fromkeys(s.method for s in per_period):
+        own = [s for s in per_period if s.method == method]
+        parts.append(f"## {method}\n\n" + summary_table(own, period_columns) + "\n")
+    parts.append(
+        "AUC, LogLoss: scikit-learn. gAUC: per-user AUC weighted by the user's sample count, "
+        "users with one class skipped. auc_warm / auc_cold: test items seen / unseen in periods 0..t. "
+        "± is the sample standard deviation over seeds; seconds: per seed, summed over periods.\n"
     )
     return "\n".join(p for p in parts if p)
 

@@ -1,0 +1,196 @@
+"""Typed settings of the incremental-learning methods (the ``incremental:`` section of a CTR config).
+
+Each dataclass checks its own fields and names the field and what was expected
+in the error. No torch here: the CLI loads configs without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llm4rec.errors import ConfigError
+
+# Strategies that train the base model; "<strategy>+ReLoop2" (and "ReLoop2" alone, on IU) adds the error memory.
+STRATEGIES = ["Reservoir", "SPMF", "MEGG", "IncCTR", "ASMG-GRU", "ASMG-Linear", "SML"]
+RELOOP_BASES = ["IU", "BU", "FR", *STRATEGIES]
+RELOOP = "ReLoop2"
+MAX_SKETCH_BITS = 24  # 2^24 buckets x K arrays x 3 float64 sums: beyond this a sketch no longer fits in memory
+
+
+def known_method_names() -> list[str]:
+    return [*STRATEGIES, RELOOP, *(f"{base}+{RELOOP}" for base in RELOOP_BASES)]
+
+
+def split_reloop(name: str) -> tuple[str, bool]:
+    """("IncCTR", True) for "IncCTR+ReLoop2", ("IU", True) for "ReLoop2", ("SPMF", False) for "SPMF"."""
+    if name == RELOOP:
+        return "IU", True
+    if name.endswith("+" + RELOOP):
+        return name[: -len(RELOOP) - 1], True
+    return name, False
+
+
+def check_sequence_length(meta: MetaConfig, n_models: int, first_period: int) -> None:
+    """ASMG trains its generator once per fit after the first, on up to k models: it needs k + 1 models to
+    train once on a full sequence, and ``warm_up`` trainings before it serves at all."""
+    k, warm_up = meta.sequence_length, meta.warm_up_trainings
+    if k + 1 > n_models:
+        raise ConfigError(
+            f"incremental.asmg.sequence_length: k = {k} needs k + 1 = {k + 1} incrementally updated models, but "
+            f"fitting from period {first_period} gives only {n_models} (one per fitted period); "
+            f"use k <= {max(n_models - 1, 0)} or test more periods"
+        )
+    if warm_up > n_models - 1:
+        raise ConfigError(
+            f"incremental.asmg.warm_up: {warm_up} generator trainings before serving, but fitting from period "
+            f"{first_period} gives only {n_models - 1}: the generator would never serve"
+        )
+
+
+def _check_fraction(where: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise ConfigError(f"{where}: expected a value in (0, 1], got {value}")
+
+
+@dataclass
+class ReplayConfig:
+    """Reservoir, SPMF and MEGG: a uniform reservoir of past samples, and how much of it each period replays."""
+
+    reservoir_fraction: float = 0.5  # the reservoir holds this fraction of every sample seen (ASMG tunes 0.1-0.5)
+    ratio: float = 0.5  # replayed samples per new training sample
+    megg_chunk_size: int = 256  # samples per vmap call when MEGG computes per-sample gradients
+
+    def __post_init__(self) -> None:
+        _check_fraction("incremental.replay.reservoir_fraction", self.reservoir_fraction)
+        _check_fraction("incremental.replay.ratio", self.ratio)
+        if self.megg_chunk_size < 1:
+            raise ConfigError(f"incremental.replay.megg_chunk_size: must be >= 1, got {self.megg_chunk_size}")
+
+
+@dataclass
+class DistillConfig:
+    """IncCTR: loss = (1 - kd_lambda) BCE(y, y_hat) + kd_lambda BCE(y_teacher, y_hat)."""
+
+    kd_lambda: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.kd_lambda <= 1:
+            raise ConfigError(f"incremental.inc_ctr.kd_lambda: expected a weight in [0, 1], got {self.kd_lambda}")
+
+
+@dataclass
+class ErrorMemoryConfig:
+    """ReLoop2: an error memory over the base model's last hidden vectors, compensating its output."""
+
+    memory: Literal["sketch", "exact"] = "sketch"  # RACE-style LSH sketch, or exact top-k attention
+    n_arrays: int = 100  # K: independent SimHash arrays (paper: 70..180)
+    n_bits: int = 10  # L: SimHash bits per array, 2^L buckets each
+    weight: float = 0.5  # lambda: output = clamp(y_base + lambda * y_err, 0, 1) (paper: 0.4..0.9)
+    reset: Literal["on_update", "never"] = "on_update"  # empty the memory when the base model is updated?
+    prefill_val: bool = True  # after an update, write the period's val split (the newest labelled data)
+    stream_batch_size: int = 256  # test samples scored per step, each step read before it is written
+    top_k: int = 50  # exact memory: neighbours attended over
+    temperature: float = 0.1  # exact memory: softmax temperature over cosine similarities
+    capacity: int = 20_000  # exact memory: newest samples kept
+
+    def __post_init__(self) -> None:
+        where = "incremental.reloop2"
+        if self.n_arrays < 1:
+            raise ConfigError(f"{where}.n_arrays: K must be >= 1, got {self.n_arrays}")
+        if not 1 <= self.n_bits <= MAX_SKETCH_BITS:
+            raise ConfigError(
+                f"{where}.n_bits: L must be in 1..{MAX_SKETCH_BITS} (2^L buckets per array; L = {self.n_bits} "
+                f"would need {self.n_arrays} x 2^{self.n_bits} buckets), got {self.n_bits}"
+            )
+        if not 0 <= self.weight <= 1:
+            raise ConfigError(f"{where}.weight: lambda must be in [0, 1], got {self.weight}")
+        for name in ("stream_batch_size", "top_k", "capacity"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{where}.temperature: must be > 0, got {self.temperature}")
+
+
+@dataclass
+class MetaConfig:
+    """ASMG: a meta generator over the last k incrementally updated models."""
+
+    sequence_length: int = 3  # k: models in the input sequence
+    hidden_size: int = 4  # GRU hidden size per coordinate
+    learning_rate: float = 0.01  # of the meta generator (the ASMG scripts use 1e-2)
+    epochs: int = 10  # at most; early stopping on the period's val split
+    loss_weights: Literal["linear", "uniform"] = "linear"  # GRU multi-step loss weights: j / sum(j), or equal
+    warm_start_steps: int = 200  # fit the new GRU to reproduce its newest input before its first training
+    # Generator trainings before it serves (Algorithm 1's offline warm-up; IU serves until then).
+    # None: k, so that its first model comes from a generator trained on a full k-model sequence.
+    warm_up: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "incremental.asmg"
+        if self.warm_up is not None and self.warm_up < 1:
+            raise ConfigError(f"{where}.warm_up: must be >= 1 training (or null for k), got {self.warm_up}")
+        if self.sequence_length < 1:
+            raise ConfigError(f"{where}.sequence_length: k must be >= 1, got {self.sequence_length}")
+        if self.hidden_size < 1:
+            raise ConfigError(f"{where}.hidden_size: must be >= 1, got {self.hidden_size}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"{where}.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.epochs < 1:
+            raise ConfigError(f"{where}.epochs: must be >= 1, got {self.epochs}")
+        if self.warm_start_steps < 0:
+            raise ConfigError(f"{where}.warm_start_steps: must be >= 0, got {self.warm_start_steps}")
+
+    @property
+    def warm_up_trainings(self) -> int:
+        return self.sequence_length if self.warm_up is None else self.warm_up
+
+
+@dataclass
+class SmlConfig:
+    """SML: a transfer module combining the previous and the newly trained parameters."""
+
+    table_channels: list[int] = field(default_factory=lambda: [10, 5])  # conv channels n1, n2 for embedding tables
+    table_hidden: int = 20  # MLP hidden size for embedding tables
+    dense_channels: list[int] = field(default_factory=lambda: [5, 3])  # conv channels for the other parameters
+    dense_hidden: int = 40  # MLP hidden size for the other parameters
+    learning_rate: float = 0.001  # of the transfer module (the base parameters use train.learning_rate)
+    warm_start_steps: int = 200  # fit the new module to output the new parameters before its first training
+
+    def __post_init__(self) -> None:
+        where = "incremental.sml"
+        for name in ("table_channels", "dense_channels"):
+            channels = getattr(self, name)
+            if len(channels) != 2 or any(c < 1 for c in channels):
+                raise ConfigError(f"{where}.{name}: expected two positive channel counts [n1, n2], got {channels}")
+        for name in ("table_hidden", "dense_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"{where}.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.warm_start_steps < 0:
+            raise ConfigError(f"{where}.warm_start_steps: must be >= 0, got {self.warm_start_steps}")
+
+
+@dataclass
+class IncrementalConfig:
+    methods: list[str] = field(default_factory=list)  # run beside the `updates` (IU / BU / FR)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    inc_ctr: DistillConfig = field(default_factory=DistillConfig)
+    reloop2: ErrorMemoryConfig = field(default_factory=ErrorMemoryConfig)
+    asmg: MetaConfig = field(default_factory=MetaConfig)
+    sml: SmlConfig = field(default_factory=SmlConfig)
+
+    def __post_init__(self) -> None:
+        known = known_method_names()
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ConfigError(
+                f"incremental.methods: unknown method(s) {unknown}; available: {STRATEGIES + [RELOOP]}, "
+                f"or '<base>+{RELOOP}' with a base in {RELOOP_BASES}"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"incremental.methods: a method is listed twice in {self.methods}")
+
+    def uses_asmg(self) -> bool:
+        return any(split_reloop(m)[0].startswith("ASMG") for m in self.methods)

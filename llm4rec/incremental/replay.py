@@ -1,0 +1,221 @@
+"""Experience replay: past samples mixed into each period's incremental update.
+
+All three keep the same uniform reservoir of past samples and differ in which
+of its samples they replay, ``ratio`` x |new| of them per period:
+
+- **Reservoir**: a uniform draw.
+- **SPMF** (Wang et al., "Streaming ranking based recommender systems", SIGIR 2018; the ASMG paper's
+  baseline): the reservoir's positives are ranked by the current model's score, rank 0 the highest, and
+  drawn with probability proportional to exp(rank / N), so positives the model now scores low (has
+  forgotten) come first; negatives are drawn uniformly, each class in proportion to the new period's.
+- **MEGG** (arXiv 2509.07319): GGscore(z) = <g(z), g_ref>, the gradient of z's loss dotted with the
+  gradient of the total loss on the candidate pool (the reservoir), both restricted to the parameters z
+  touches: its user and item embedding rows and the final layer (the paper's parameter-localised form).
+  It keeps both ends: the samples with the most positive and the most negative scores. Per-sample
+  gradients come from :func:`torch.func.vmap` over :func:`torch.func.grad`, in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from llm4rec.ctr.config import ModelOptions, TrainConfig
+from llm4rec.ctr.features import PAD, FeatureTable
+from llm4rec.ctr.models.base import CtrModel
+from llm4rec.ctr.train import TrainReport, predict_proba, take
+from llm4rec.ctr.updates import CtrUpdateMethod
+from llm4rec.data.periods import Timeline
+from llm4rec.errors import ConfigError
+from llm4rec.incremental.config import ReplayConfig
+
+SELECTIONS = ("Reservoir", "SPMF", "MEGG")
+Tensors = dict[str, torch.Tensor]
+
+
+class Reservoir:
+    """A uniform sample of every row seen, holding ``fraction`` of them.
+
+    Each period adds ``fraction`` of its rows drawn uniformly, so every row ever seen has the same chance to
+    be in the reservoir whatever its period, and the reservoir's size stays a fraction of the data seen.
+    """
+
+    def __init__(self, fraction: float, rng: np.random.Generator) -> None:
+        self.fraction, self.rng = fraction, rng
+        self.rows = np.empty(0, dtype=np.int64)
+        self.n_seen = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        self.n_seen += len(rows)
+        wanted = min(len(rows), max(0, round(self.fraction * self.n_seen) - len(self.rows)))
+        self.rows = np.concatenate([self.rows, self.rng.choice(rows, size=wanted, replace=False)])
+
+
+def spmf_probabilities(scores: np.ndarray) -> np.ndarray:
+    """exp(rank / N) normalised, rank 0 = the highest score: the lowest-scored positives are drawn first."""
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(scores))
+    rank[order] = np.arange(len(scores))
+    weights = np.exp(rank / max(len(scores), 1))
+    return weights / weights.sum()
+
+
+def keep_both_ends(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ceil(n/2) highest and floor(n/2) lowest scores (all of them when n >= len(scores))."""
+    if n >= len(scores):
+        return np.arange(len(scores))
+    order = np.argsort(scores, kind="stable")
+    n_high = math.ceil(n / 2)
+    return np.concatenate([order[len(order) - n_high :], order[: n - n_high]])
+
+
+def _touched_tables(model: CtrModel) -> dict[str, str]:
+    """Table parameter name -> the batch field holding the sample's own id (its user or item row)."""
+    return {
+        f"{name}.weight": table.vocab
+        for name, table in model.embedding_tables().items()
+        if table.vocab in ("user", "item")
+    }
+
+
+def _final_layer(model: CtrModel) -> list[str]:
+    return [f"output.{name}" for name, p in model.output.named_parameters() if p.requires_grad]
+
+
+def reference_gradient(model: CtrModel, pool: Tensors, batch_size: int = 8192) -> dict[str, torch.Tensor]:
+    """Gradient of the mean loss over ``pool`` w.r.t. the user / item tables and the final layer (eval mode)."""
+    names = [*_touched_tables(model), *_final_layer(model)]
+    params = dict(model.named_parameters())
+    total = {name: torch.zeros_like(params[name]) for name in names}
+    n = len(pool["label"])
+    was_training = model.training
+    model.eval()
+    for start in range(0, n, batch_size):
+        batch = take(pool, torch.arange(start, min(start + batch_size, n)))
+        loss = F.binary_cross_entropy_with_logits(model(batch), batch["label"], reduction="sum") / n
+        for name, g in zip(names, torch.autograd.grad(loss, [params[m] for m in names]), strict=True):
+            total[name] += g
+    model.train(was_training)
+    return total
+
+
+def own_rows(chunk: Tensors) -> tuple[dict[str, torch.Tensor], Tensors]:
+    """Each sample's own rows of the user and item vocabularies, and the chunk re-indexed into them.
+
+    Per vocabulary, a sample reads a few rows only: [padding, its user] of a user table, [padding, its
+    item, its history items] of an item table. Gathered per sample, these small (B, R) row lists replace
+    the whole tables inside vmap, so a per-sample table costs R x D rather than N x D. Local index 1 is the
+    sample's own user / item (also where the item recurs in its history); padding stays 0, so masks hold.
+    """
+    user, item, history = chunk["user"], chunk["item"], chunk["history"]
+    slots = 2 + torch.arange(history.shape[1]).expand_as(history)
+    local = dict(chunk)
+    local["user"], local["item"] = torch.ones_like(user), torch.ones_like(item)
+    local["history"] = torch.where(history == PAD, PAD, torch.where(history == item[:, None], 1, slots))
+    rows = {
+        "user": torch.stack([torch.full_like(user, PAD), user], 1),
+        "item": torch.cat([torch.full_like(item, PAD)[:, None], item[:, None], history], 1),
+    }
+    return rows, local
+
+
+def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256) -> np.ndarray:
+    """GGscore of every sample of ``pool``: <g(z), g_ref> over z's user and item rows and the final layer.
+
+    g(z) w.r.t. its own rows is the gradient w.r.t. a zero offset added to those rows only (local index 1 of
+    :func:`own_rows`), so vmap gives every sample its own row gradients (B x D), not whole-table gradients.
+    """
+    tables, final = _touched_tables(model), _final_layer(model)
+    reference = reference_gradient(model, pool)
+    base = {name: p.detach() for name, p in model.named_parameters()}
+
+    def sample_loss(offsets: dict, final_params: dict, rows: dict, sample: Tensors) -> torch.Tensor:
+        params = dict(base)
+        for name, vocab in tables.items():
+            own = (torch.arange(rows[vocab].shape[0]) == 1).to(offsets[name].dtype)
+            params[name] = base[name][rows[vocab]] + own[:, None] * offsets[name][None, :]
+        params.update(final_params)
+        batch = {key: value.unsqueeze(0) for key, value in sample.items()}
+        return F.binary_cross_entropy_with_logits(functional_call(model, params, (batch,)), batch["label"])
+
+    per_sample = vmap(grad(sample_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))
+    offsets = {name: torch.zeros(base[name].shape[1]) for name in tables}
+    final_params = {name: base[name] for name in final}
+    n, scores = len(pool["label"]), []
+    was_training = model.training
+    model.eval()  # no dropout: a sample's gradient must not depend on the chunk it falls in
+    for start in range(0, n, chunk_size):
+        chunk = take(pool, torch.arange(start, min(start + chunk_size, n)))
+        rows, local = own_rows(chunk)
+        row_grads, final_grads = per_sample(offsets, final_params, rows, local)
+        score = torch.zeros(len(chunk["label"]), dtype=torch.float64)
+        for name, vocab in tables.items():
+            score += (row_grads[name] * reference[name][chunk[vocab]]).sum(-1).double()
+        for name in final:
+            score += (final_grads[name] * reference[name]).flatten(1).sum(-1).double()
+        scores.append(score)
+    model.train(was_training)
+    return torch.cat(scores).numpy() if scores else np.empty(0)
+
+
+class ReplayMethod(CtrUpdateMethod):
+    """IU plus ``ratio`` x |new| replayed reservoir samples per period (a PeriodMethod).
+
+    The reservoir starts with the pre-training periods and takes in each period once it has been trained on,
+    so the candidates at period t come from periods 0..t-1, scored by the model trained through t-1.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        selection: str,
+        features: FeatureTable,
+        options: ModelOptions | None = None,
+        train: TrainConfig | None = None,
+        replay: ReplayConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if selection not in SELECTIONS:
+            raise ConfigError(f"replay selection {selection!r} is unknown; available: {list(SELECTIONS)}")
+        super().__init__(model, "IU", features, options, train, seed=seed)
+        self.selection, self.replay = selection, replay or ReplayConfig()
+        self.name = f"{model}-{selection}"
+        self.rng = np.random.default_rng([seed, 2018])
+        self.reservoir = Reservoir(self.replay.reservoir_fraction, self.rng)
+
+    def train_period(
+        self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
+    ) -> TrainReport:
+        replayed = np.empty(0, dtype=np.int64)
+        if not self.pretraining and len(self.reservoir.rows):
+            replayed = self.select(train_rows)
+        report = super().train_period(timeline, period, np.concatenate([train_rows, replayed]), val_rows)
+        self.extra_reports[period] = {"replayed": len(replayed), "reservoir": len(self.reservoir.rows)}
+        self.reservoir.add(np.concatenate([train_rows, val_rows]))  # period t's samples are past ones from t + 1
+        return report
+
+    def select(self, new_rows: np.ndarray) -> np.ndarray:
+        """Reservoir rows to replay beside ``new_rows``."""
+        candidates, ratio = self.reservoir.rows, self.replay.ratio
+        if self.selection == "Reservoir":
+            n = min(round(ratio * len(new_rows)), len(candidates))
+            return self.rng.choice(candidates, size=n, replace=False)
+        if self.selection == "SPMF":
+            return self._spmf(new_rows, candidates, ratio)
+        pool = self.encode(candidates)
+        scores = ggscores(self.model, pool, self.replay.megg_chunk_size)
+        return candidates[keep_both_ends(scores, round(ratio * len(new_rows)))]
+
+    def _spmf(self, new_rows: np.ndarray, candidates: np.ndarray, ratio: float) -> np.ndarray:
+        positive = self.features.label[candidates] == 1
+        new_positive = self.features.label[new_rows] == 1
+        pos, neg = candidates[positive], candidates[~positive]
+        n_pos = min(round(ratio * new_positive.sum()), len(pos))
+        n_neg = min(round(ratio * (~new_positive).sum()), len(neg))
+        scores = predict_proba(self.model, self.encode(pos), self.train_config.eval_batch_size)
+        chosen_pos = self.rng.choice(pos, size=n_pos, replace=False, p=spmf_probabilities(scores)) if n_pos else pos[:0]
+        return np.concatenate([chosen_pos, self.rng.choice(neg, size=n_neg, replace=False)])

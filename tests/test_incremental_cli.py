@@ -1,0 +1,120 @@
+"""`llm4rec ctr` with incremental methods and several seeds: per-seed rows, mean ± std tables, clear config errors."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm4rec.cli import main
+from llm4rec.config import load_config
+from llm4rec.ctr.config import CtrConfig
+from llm4rec.eval.report import across_seeds, format_markdown, summary_table, with_means
+from llm4rec.eval.results import ResultRow
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ctr"
+TINY = """
+data:
+  name: ml-100k
+  periods: {n_periods: 5}
+models: [EmbMLP]
+updates: [IU]
+pretrain_periods: 2
+incremental:
+  methods: [SPMF, ReLoop2, ASMG-Linear]
+  asmg: {sequence_length: 2}
+  reloop2: {n_arrays: 10, n_bits: 4}
+features: {history_length: 5}
+model: {embedding_dim: 4, mlp: [8, 4]}
+train: {epochs: 2, batch_size: 256, learning_rate: 0.01}
+seeds: [0, 1]
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()  # the command sets torch's thread count
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def prepared(cache, ml100k_dir, capsys):
+    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
+    capsys.readouterr()
+
+
+def test_incremental_methods_over_seeds_end_to_end(prepared, tmp_path, capsys):
+    config = tmp_path / "ctr.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["ctr", "--config", str(config), "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "| seeds |" in printed and " ± " in printed and "| EmbMLP-ASMG-Linear | 2 |" in printed
+    rows = json.loads((out / "results.json").read_text())
+    methods = {"EmbMLP-IU", "EmbMLP-SPMF", "EmbMLP-ReLoop2", "EmbMLP-ASMG-Linear"}
+    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in methods for s in (0, 1)}
+    assert sorted({r["period"] for r in rows if r["period"] != "mean"}) == [2, 3, 4]
+    markdown = (out / "results.md").read_text()
+    assert "mean ± std over 2 seeds [0, 1]" in markdown and "## EmbMLP-SPMF" in markdown
+    training = json.loads((out / "training.json").read_text())
+    assert set(training["seeds"]) == {"0", "1"}
+    assert training["seeds"]["1"]["EmbMLP-SPMF"]["2"]["strategy"]["replayed"] > 0
+    assert (out / "auc_per_period.png").is_file() and (out / "auc_mean.png").is_file()
+
+
+def test_seed_and_method_overrides(prepared, tmp_path, capsys):
+    config = tmp_path / "ctr.yaml"
+    config.write_text(TINY)
+    args = ["ctr", "--config", str(config), "--updates", "", "--methods", "IncCTR", "--seeds", "3", "-q"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| EmbMLP-IncCTR |" in printed and "EmbMLP-IU" not in printed and "±" not in printed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("  replay: {ratio: 1.5}\n", "incremental.replay.ratio: expected a value in (0, 1], got 1.5"),
+        ("  reloop2: {n_bits: 30}\n", "incremental.reloop2.n_bits: L must be in 1..24"),
+        ("  asmg: {sequence_length: 4}\n", "incremental.asmg.sequence_length: k = 4 needs k + 1 = 5"),
+        ("  methods: [SPMF, Replay]\n", "incremental.methods: unknown method(s) ['Replay']"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(prepared, tmp_path, capsys, change, message):
+    text = TINY.replace("  asmg: {sequence_length: 2}\n", "").replace("  reloop2: {n_arrays: 10, n_bits: 4}\n", "")
+    key = change.split(":")[0]
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(key + ":")) + "\n"
+    text = text.replace("incremental:\n", "incremental:\n" + change)
+    config = tmp_path / "ctr.yaml"
+    config.write_text(text)
+    assert main(["ctr", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm4rec: error:") and message in err and "Traceback" not in err
+
+
+def test_shipped_incremental_config_loads():
+    config = load_config(CtrConfig, CONFIGS / "ml-100k-incremental.yaml")
+    assert config.models == ["EmbMLP", "DeepFM"] and config.run_seeds == [0, 1, 2]
+    assert len(config.incremental.methods) + len(config.updates) == 12
+
+
+def result(method, period, seed, auc):
+    return ResultRow(method, period, "test", 100, auc, auc, 0.6 + seed / 100, auc, float("nan"), 1.0, seed=seed)
+
+
+def test_across_seeds_gives_mean_and_sample_std():
+    rows = [result("A", p, s, 0.6 + 0.01 * s + 0.001 * p) for s in (0, 1, 2) for p in (1, 2)]
+    rows += [result("B", p, 0, 0.7) for p in (1, 2)]
+    summaries = {(s.method, s.period): s for s in across_seeds(with_means(rows))}
+    per_seed_means = [0.6 + 0.01 * s + 0.0015 for s in (0, 1, 2)]
+    mean_a = summaries[("A", "mean")]
+    assert mean_a.seeds == [0, 1, 2]
+    assert mean_a.mean["auc"] == pytest.approx(np.mean(per_seed_means))
+    assert mean_a.std["auc"] == pytest.approx(np.std(per_seed_means, ddof=1))
+    assert math.isnan(mean_a.mean["auc_cold"]) and math.isnan(summaries[("B", "mean")].std["auc"])
+    table = summary_table([mean_a, summaries[("B", "mean")]], ["method", "seeds", "auc", "auc_cold"])
+    assert "| A | 3 | 0.6115 ± 0.0100 | – |" in table and "| B | 1 | 0.7000 | – |" in table
+    assert "± 0.0100" in format_markdown(rows) and "± " not in format_markdown(rows[-2:])
