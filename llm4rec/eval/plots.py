@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from llm4rec.eval.report import across_seeds  # noqa: E402
 from llm4rec.eval.results import MEAN, METRIC_COLUMNS, ResultRow  # noqa: E402
@@ -66,6 +67,7 @@ def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str 
             own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
             axes.plot([r.period for r in own], [getattr(r, metric) for r in own], marker="o", label=method)
         axes.set_xlabel("tested period (trained through the period before)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # periods are whole numbers
         axes.set_title(group)
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")
