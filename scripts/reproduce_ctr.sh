@@ -5,5 +5,5 @@ out="${1:-runs}"
 llm4rec data prepare ml-100k
 time llm4rec ctr --config configs/ctr/ml-100k.yaml --out "$out/ctr-ml-100k"
 time llm4rec ctr --config configs/ctr/ml-100k-random-split.yaml --out "$out/ctr-ml-100k-random-split"
-python scripts/bench_ctr.py | tee "$out/bench_ctr_cpu.md"
+llm4rec bench ctr | tee "$out/bench_ctr_cpu.md"
 echo "results: $out/ctr-ml-100k/results.md, $out/ctr-ml-100k-random-split/results.md, $out/bench_ctr_cpu.md"

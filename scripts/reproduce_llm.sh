@@ -10,4 +10,7 @@ llm4rec predict --model runs/scratch-ml-100k --dataset ml-100k --period 6 --out 
 llm4rec train --config configs/llm/ml-100k-lora.yaml
 llm4rec predict --model runs/scratch-ml-100k --adapter runs/lora-ml-100k-p5/adapter --dataset ml-100k \
     --period 6 --out runs/lora-ml-100k-p5-p6.csv -q
-python scripts/bench_llm.py --model runs/scratch-ml-100k --n 1024
+# Throughput of this architecture (random weights) on these prompts, ours vs the usual Hugging Face way;
+# BENCHMARKS.md has the full benchmark.
+llm4rec bench score --prompts runs/scratch-ml-100k --arch scratch-llama-tiny --threads 1 --n 256 --batch-sizes 16,64
+llm4rec bench train --prompts runs/scratch-ml-100k --arch scratch-llama-tiny --threads 1

@@ -3,15 +3,29 @@
 Prompts are sorted by length so a batch pads little, padded on the left so
 every row's last position is its own last prompt token, and given explicit
 position ids so padding does not shift the positions of the real tokens.
-Only the last position's logits are computed (``logits_to_keep=1``) and
+Only the last position's logits are computed (``logits_to_keep``) and
 P(Yes) is the softmax over the two answer tokens' logits there.
+
+All prompts of a template begin with the same instruction (69 of the 167
+tokens of an average ML-100K prompt). Its keys and values are computed once
+and every batch continues from them (a shared-prefix KV cache), so only each
+prompt's own tail runs through the model: the same numbers for ~40% less
+work. Rows are laid out as [prefix | left padding | tail], the padding masked.
+On a GPU, batches are copied from pinned memory without waiting, and the
+probabilities stay on the device until the end: no host-device sync per batch.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+# A shared prefix shorter than this is not worth the extra forward call it takes.
+MIN_SHARED_PREFIX = 16
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,13 +45,21 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def last_position(input_ids: torch.Tensor) -> torch.Tensor:
+    """``logits_to_keep`` for the last position, as an index tensor rather than the int 1: the int slices the hidden
+    states to a strided view, which ``F.linear`` runs as a slow batched matmul (bmm) when the LM head is frozen
+    (as under LoRA); the index gathers a contiguous copy and the head runs as one matmul. Made on the device
+    (``arange``), so no host-to-device copy."""
+    return torch.arange(input_ids.shape[1] - 1, input_ids.shape[1], device=input_ids.device)
+
+
 def last_token_logits(model, input_ids: torch.Tensor, mask: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     """[batch, vocab] logits at each row's last position (``forward_kwargs``: e.g. peft's ``adapter_names``)."""
     out = model(
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=position_ids(mask),
-        logits_to_keep=1,
+        logits_to_keep=last_position(input_ids),
         use_cache=False,
         **forward_kwargs,
     )
@@ -55,6 +77,157 @@ def length_sorted_batches(lengths: list[int] | np.ndarray, batch_size: int) -> l
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+# ---------------------------------------------------------------- the shared prompt prefix
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens all ``sequences`` begin with, leaving every sequence at least its last token after them."""
+    if not sequences:
+        return 0
+    head = list(sequences[0][: max(min(len(s) for s in sequences) - 1, 0)])
+    for seq in sequences:
+        if list(seq[: len(head)]) != head:  # list comparison runs in C; the walk below runs rarely
+            head = head[: next(k for k, (a, b) in enumerate(zip(seq, head, strict=False)) if a != b)]
+    return len(head)
+
+
+def _base_model(model):
+    """The transformers model under peft / DDP / torch.compile wrappers."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _cache_argument(model) -> str | None:
+    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.x) or ``past_key_values``."""
+    parameters = inspect.signature(_base_model(model).forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def prefix_cache_applies(model) -> bool:
+    """A cache of the shared prefix gives exactly the full forward's numbers: a decoder whose every layer attends
+    to all earlier tokens (no sliding window), not training with activation checkpointing (which drops caches)."""
+    base = _base_model(model)
+    config = base.config
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    if base.training and any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules()):
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(kind != "full_attention" for kind in layer_types):
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    return _cache_argument(model) is not None
+
+
+def prefix_states(model, prefix_ids: torch.Tensor, **forward_kwargs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's (keys, values) of ``prefix_ids`` [rows, prefix]; gradients flow through them in training."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    model(
+        input_ids=prefix_ids,
+        use_cache=True,
+        logits_to_keep=last_position(prefix_ids),  # unused: the least a forward call computes
+        **{_cache_argument(model): cache},
+        **forward_kwargs,
+    )
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def last_token_logits_after_prefix(
+    model,
+    states: list[tuple[torch.Tensor, torch.Tensor]],
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    prefix_rows: torch.Tensor | None = None,
+    **forward_kwargs,
+) -> torch.Tensor:
+    """[batch, vocab] logits at each row's last position, every row continuing a prefix of ``states`` (row
+    ``prefix_rows[i]`` of them; the only one when None). ``input_ids``/``mask``: the left-padded tails."""
+    from transformers import DynamicCache
+
+    batch, prefix_length = input_ids.shape[0], states[0][0].shape[-2]
+
+    def rows(states_of_layer: torch.Tensor) -> torch.Tensor:
+        if prefix_rows is None:
+            return states_of_layer.expand(batch, *states_of_layer.shape[1:])
+        return states_of_layer.index_select(0, prefix_rows)
+
+    cache = DynamicCache(ddp_cache_data=[(rows(keys), rows(values)) for keys, values in states])
+    out = model(
+        input_ids=input_ids,
+        attention_mask=torch.cat([mask.new_ones(batch, prefix_length), mask], dim=1),
+        position_ids=prefix_length + position_ids(mask),
+        logits_to_keep=last_position(input_ids),
+        use_cache=True,
+        **{_cache_argument(model): cache},
+        **forward_kwargs,
+    )
+    return out.logits[:, -1, :]
+
+
+# ---------------------------------------------------------------- scoring many prompts
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """To ``device``; to a GPU from pinned memory without blocking the host (the copy queues behind the kernels)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def iter_last_token_logits(
+    model,
+    sequences: list[list[int]],
+    pad_id: int,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    adapters: Sequence[str] | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
+    share_prefix: bool = True,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(indices, logits) for each length-sorted batch: logits [len(indices), vocab] at each prompt's last position,
+    on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked once per adapter and run
+    as one mixed-adapter batch: logits [len(adapters) * len(indices), vocab], adapter-major. ``batch_size`` counts
+    the rows of a forward pass, so with k adapters a batch holds ``batch_size // k`` prompts: a mixed pass takes
+    no more memory than one adapter's (and on a CPU, larger forwards run slower per row). The shared prompt
+    prefix, when there is one, is computed once (once per adapter) and continued by every batch (unless
+    ``share_prefix`` is False: every prompt then runs whole, as a reference)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    copies = len(adapters) if adapters else 1
+    prefix_length = shared_prefix_length(sequences) if share_prefix and prefix_cache_applies(model) else 0
+    states, tails = None, sequences
+    if prefix_length >= MIN_SHARED_PREFIX:
+        prefix = torch.tensor([sequences[0][:prefix_length]] * copies, device=device)
+        states = prefix_states(model, prefix, **({"adapter_names": list(adapters)} if adapters else {}))
+        tails = [seq[prefix_length:] for seq in sequences]
+    batches = length_sorted_batches([len(s) for s in tails], max(batch_size // copies, 1))
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        input_ids, mask = left_pad([tails[i] for i in batch], pad_id)
+        input_ids, mask = to_device(input_ids, device), to_device(mask, device)
+        forward_kwargs, prefix_rows = {}, None
+        if adapters:
+            input_ids, mask = input_ids.repeat(copies, 1), mask.repeat(copies, 1)
+            forward_kwargs["adapter_names"] = [name for name in adapters for _ in batch]
+            prefix_rows = torch.arange(copies, device=device).repeat_interleave(len(batch))
+        if states is None:
+            logits = last_token_logits(model, input_ids, mask, **forward_kwargs)
+        else:
+            logits = last_token_logits_after_prefix(model, states, input_ids, mask, prefix_rows, **forward_kwargs)
+        yield batch, logits
+
+
+def in_input_order(batches: list[np.ndarray], values: list[torch.Tensor], n: int) -> np.ndarray:
+    """[copies, n] float64 from per-batch [copies, batch] device tensors: one device-to-host copy in all."""
+    out = np.empty((values[0].shape[0] if values else 1, n), dtype=np.float64)
+    if values:
+        out[:, np.concatenate(batches)] = torch.cat(values, dim=1).double().cpu().numpy()
+    return out
+
+
 @torch.inference_mode()
 def score_sequences(
     model,
@@ -66,14 +239,11 @@ def score_sequences(
     progress: bool = False,
 ) -> np.ndarray:
     """P(positive answer) for each token sequence, in input order."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    p = np.empty(len(sequences), dtype=np.float64)
-    batches = length_sorted_batches([len(s) for s in sequences], batch_size)
-    for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress, leave=False):
-        input_ids, mask = left_pad([sequences[i] for i in batch], pad_id)
-        logits = last_token_logits(model, input_ids.to(device), mask.to(device))
-        p[batch] = answer_probability(logits, answer_ids).cpu().numpy()
+    batches, values = [], []
+    for batch, logits in iter_last_token_logits(model, sequences, pad_id, batch_size, device, progress=progress):
+        batches.append(batch)
+        values.append(answer_probability(logits, answer_ids)[None])
     model.train(was_training)
-    return p
+    return in_input_order(batches, values, len(sequences))[0]

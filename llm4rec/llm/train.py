@@ -2,8 +2,20 @@
 
 The loss is the language-model loss of the answer's first token at the last
 prompt position (over the whole vocabulary, as in TALLRec), computed with
-``logits_to_keep=1`` so no [batch, length, vocab] tensor is ever built. With
-``train_on_inputs`` the loss covers every token of prompt + answer instead.
+``logits_to_keep`` at that position only, so no [batch, length, vocab] tensor
+is built. With ``train_on_inputs`` the loss covers every token of prompt +
+answer instead.
+
+Batches are grouped by length, so they pad little. The instruction every
+prompt begins with can run once per step instead of once per row (a
+shared-prefix KV cache that gradients flow through: the same loss and
+gradients for ~40% less work on ML-100K prompts). With LoRA dropout that is
+not quite the same training: the prefix of a batch draws one dropout mask,
+not one per row. So ``share_prompt_prefix`` is "exact" by default (shared
+only when the adapter has no dropout), "always" to share anyway, or "never".
+On a GPU, batches are copied without waiting, and the loss is read back only
+when it is reported: no host-device sync per step.
+
 accelerate places the model, runs mixed precision and gradient accumulation,
 and splits batches across processes under ``accelerate launch``. The adapter
 with the best validation AUC is kept (early stopping with patience); the
@@ -12,6 +24,7 @@ validation set is the training periods' own val split, never the test period.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -25,9 +38,23 @@ from tqdm.auto import tqdm
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
 from llm4rec.llm.adapters import quiet_peft_warnings
-from llm4rec.llm.score import last_token_logits, left_pad, position_ids, score_sequences
+from llm4rec.llm.score import (
+    MIN_SHARED_PREFIX,
+    last_token_logits,
+    last_token_logits_after_prefix,
+    left_pad,
+    position_ids,
+    prefix_cache_applies,
+    prefix_states,
+    score_sequences,
+    shared_prefix_length,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
+
+PREFIX_SHARING = ("exact", "always", "never")
+PROGRESS_EVERY = 25  # steps between loss read-backs for the progress bar (each one waits for the device)
 
 
 @dataclass
@@ -64,6 +91,8 @@ class TrainConfig:
     group_by_length: bool = True
     eval_batch_size: int = 64
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: accelerate's configuration
+    # Run the prompts' common beginning once per batch: "exact" (when LoRA dropout is 0), "always", "never".
+    share_prompt_prefix: Literal["exact", "always", "never"] = "exact"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +103,11 @@ class TrainConfig:
             raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
         if self.patience < 1 or self.eval_every < 0:
             raise ConfigError("train.patience must be >= 1 and train.eval_every >= 0")
+        if self.share_prompt_prefix not in PREFIX_SHARING:
+            raise ConfigError(
+                f"train.share_prompt_prefix: expected one of {', '.join(PREFIX_SHARING)}, "
+                f"got {self.share_prompt_prefix!r}"
+            )
 
 
 @dataclass
@@ -133,6 +167,27 @@ def answer_loss(model, input_ids, mask, targets) -> torch.Tensor:
     """Cross-entropy of the answer token at the last prompt position."""
     logits = last_token_logits(model, input_ids, mask)
     return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, targets) -> torch.Tensor:
+    """``answer_loss`` of prompts = ``prefix_ids`` [1, prefix] + the left-padded tails ``input_ids``: the prefix
+    runs once and every row continues from its keys and values (their gradients sum over the rows)."""
+    states = prefix_states(model, prefix_ids)
+    logits = last_token_logits_after_prefix(model, states, input_ids, mask)
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+def shares_prompt_prefix(model, adapter: str, config: TrainConfig) -> bool:
+    """Whether training runs the shared prompt prefix once per batch (see ``TrainConfig.share_prompt_prefix``)."""
+    if config.share_prompt_prefix == "never" or config.train_on_inputs:
+        return False
+    if config.share_prompt_prefix == "exact" and getattr(model.peft_config[adapter], "lora_dropout", 0.0) > 0:
+        return False  # one dropout mask for the batch's prefix instead of one per row: not the same training
+    was_training = model.training
+    model.train()  # whether activation checkpointing is on shows in training mode
+    applies = prefix_cache_applies(model)
+    model.train(was_training)
+    return applies
 
 
 def full_sequence_loss(model, input_ids, mask) -> torch.Tensor:
@@ -201,14 +256,26 @@ def train_lora(
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     plain = accelerator.unwrap_model(model)
     adapter = plain.active_adapter
+    prefix_length, prefix_ids, tails = 0, None, sequences
+    if shares_prompt_prefix(plain, adapter, config):
+        prefix_length = shared_prefix_length(sequences)
+        if prefix_length >= MIN_SHARED_PREFIX:
+            prefix_ids = torch.tensor([sequences[0][:prefix_length]], device=device)
+            tails = [seq[prefix_length:] for seq in sequences]
 
     history: list[dict] = []
     best = {"auc": -math.inf, "step": 0, "state": None}
     waited, eval_seconds = 0, 0.0
+    recent: collections.deque[torch.Tensor] = collections.deque(maxlen=50)  # losses stay on the device
+
+    def recent_loss() -> float:
+        return float(torch.stack(list(recent)).float().mean()) if recent else float("nan")  # one sync
 
     def evaluate(step: int, epoch: float, loss: float) -> bool:
         """Score val, keep the adapter if it is the best so far; True when patience has run out."""
         nonlocal waited, eval_seconds
+        if device.type == "cuda":  # queued training work belongs to training time, not to evaluation time
+            torch.cuda.synchronize(device)
         eval_started = time.perf_counter()
         auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
         train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
@@ -238,7 +305,7 @@ def train_lora(
     model.train()
     if config.eval_at_start:
         evaluate(0, 0.0, float("nan"))
-    step, seen, recent, stop = 0, 0, [], False
+    step, seen, stop = 0, 0, False
     bar = tqdm(total=steps, desc="LoRA training", unit="step", disable=not (progress and accelerator.is_main_process))
     for epoch in range(config.epochs):
         if config.group_by_length:
@@ -250,12 +317,15 @@ def train_lora(
         mine = batches[rank::world]
         for index, batch in enumerate(mine):
             with accelerator.accumulate(model):
-                input_ids, mask = left_pad([sequences[i] for i in batch], pad_id)
-                input_ids, mask = input_ids.to(device), mask.to(device)
+                input_ids, mask = left_pad([tails[i] for i in batch], pad_id)
+                input_ids, mask = to_device(input_ids, device), to_device(mask, device)
                 if config.train_on_inputs:
                     loss = full_sequence_loss(model, input_ids, mask)
+                elif prefix_ids is not None:
+                    batch_targets = to_device(targets[batch], device)
+                    loss = shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, batch_targets)
                 else:
-                    loss = answer_loss(model, input_ids, mask, targets[batch].to(device))
+                    loss = answer_loss(model, input_ids, mask, to_device(targets[batch], device))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -263,19 +333,20 @@ def train_lora(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             seen += len(batch) * world
-            recent.append(float(loss.detach()))
+            recent.append(loss.detach())
             if not accelerator.sync_gradients:
                 continue
             step += 1
             bar.update()
-            bar.set_postfix(loss=f"{np.mean(recent[-50:]):.4f}")
+            if bar.disable is False and step % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{recent_loss():.4f}")
             if config.eval_every and step % config.eval_every == 0:
-                stop = evaluate(step, epoch + (index + 1) / len(mine), float(np.mean(recent[-50:])))
+                stop = evaluate(step, epoch + (index + 1) / len(mine), recent_loss())
                 if stop:
                     break
         if stop:
             break
-        if not config.eval_every and evaluate(step, epoch + 1.0, float(np.mean(recent[-50:]))):
+        if not config.eval_every and evaluate(step, epoch + 1.0, recent_loss()):
             break
     bar.close()
     seconds = time.perf_counter() - started
