@@ -23,12 +23,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import META_FILE
 from llm4rec.llm.merge import check_weight
-from llm4rec.llm.score import last_token_logits, left_pad, length_sorted_batches
+from llm4rec.llm.score import in_input_order, iter_last_token_logits
 
 COMBINES = ("probability", "logit")
 PASSES = ("one", "two")
@@ -52,39 +51,41 @@ def score_margins(
     device: torch.device | str | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """[len(adapters), len(sequences)] answer margins of each adapter of PeftModel ``model``, in input order."""
+    """[len(adapters), len(sequences)] answer margins of each adapter of PeftModel ``model``, in input order.
+
+    Batches go through :func:`~llm4rec.llm.score.iter_last_token_logits`: length-sorted, left-padded, the
+    prompts' shared prefix computed once (per adapter) and continued by every batch."""
     if passes not in PASSES:
         raise ConfigError(f"ensemble passes: expected one of {list(PASSES)}, got {passes!r}")
     missing = [a for a in adapters if a not in model.peft_config]
     if missing:
         raise ConfigError(f"adapters {missing} are not loaded; loaded: {sorted(model.peft_config)}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if not sequences:
+        return np.empty((len(adapters), 0))
     was_training, active = model.training, model.active_adapter
     model.eval()  # peft refuses mixed-adapter batches in training mode
-    margins = np.empty((len(adapters), len(sequences)), dtype=np.float64)
-    batches = length_sorted_batches([len(s) for s in sequences], batch_size)
+
+    def margins(names: list[str] | None, desc: str) -> np.ndarray:
+        copies = len(names) if names else 1
+        batches, values = [], []
+        for batch, logits in iter_last_token_logits(
+            model, sequences, pad_id, batch_size, device, adapters=names, progress=progress, desc=desc
+        ):
+            batches.append(batch)
+            values.append(answer_margin(logits, answer_ids).view(copies, len(batch)))
+        return in_input_order(batches, values, len(sequences))
+
     try:
         if passes == "one":
-            for batch in tqdm(
-                batches, desc="scoring (mixed adapters)", unit="batch", disable=not progress, leave=False
-            ):
-                input_ids, mask = left_pad([sequences[i] for i in batch], pad_id)
-                stacked_ids = input_ids.repeat(len(adapters), 1).to(device)
-                stacked_mask = mask.repeat(len(adapters), 1).to(device)
-                names = [name for name in adapters for _ in batch]
-                logits = last_token_logits(model, stacked_ids, stacked_mask, adapter_names=names)
-                margins[:, batch] = answer_margin(logits, answer_ids).view(len(adapters), -1).cpu().numpy()
-        else:
-            for index, name in enumerate(adapters):
-                model.set_adapter(name)
-                for batch in tqdm(batches, desc=f"scoring ({name})", unit="batch", disable=not progress, leave=False):
-                    input_ids, mask = left_pad([sequences[i] for i in batch], pad_id)
-                    logits = last_token_logits(model, input_ids.to(device), mask.to(device))
-                    margins[index, batch] = answer_margin(logits, answer_ids).cpu().numpy()
+            return margins(list(adapters), "scoring (mixed adapters)")
+        rows = []
+        for name in adapters:
+            model.set_adapter(name)
+            rows.append(margins(None, f"scoring ({name})")[0])
+        return np.stack(rows)
     finally:
         model.set_adapter(active)
         model.train(was_training)
-    return margins
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -51,7 +51,9 @@ class EnsembleConfig:
     weight: float | None = None  # the long-term adapter's weight; None = chosen on val_t over `grid`
     grid: list[float] = field(default_factory=lambda: list(DEFAULT_GRID))
     combine: Literal["probability", "logit"] = "probability"  # P = w P_long + (1-w) P_short, or on logits
-    passes: Literal["one", "two"] = "one"  # one mixed-adapter pass (peft adapter_names) or one pass per adapter
+    # "one": one pass of mixed-adapter batches (peft adapter_names); "two": one pass per adapter. Side by side on
+    # the CPU, one pass took 0.985x the time of two (BENCHMARKS.md): at parity; measure on a GPU with llm4rec bench.
+    passes: Literal["one", "two"] = "one"
 
     def __post_init__(self) -> None:
         if self.weight is not None:
