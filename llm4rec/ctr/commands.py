@@ -81,7 +81,15 @@ def _names(value: str) -> list[str]:
 def cmd_ctr(args: argparse.Namespace) -> int:
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
-    from llm4rec.eval.report import markdown_table, n_seeds, ranked_seed_means, summary_table, with_means, write_results
+    from llm4rec.eval.report import (
+        markdown_table,
+        n_seeds,
+        ranked_means,
+        ranked_seed_means,
+        summary_table,
+        with_means,
+        write_results,
+    )
     from llm4rec.io import write_json
 
     data = load_yaml(args.config)
@@ -112,7 +120,7 @@ def cmd_ctr(args: argparse.Namespace) -> int:
         means = ranked_seed_means(rows)
         print(summary_table(means, [columns[0], "seeds", *columns[1:]]))
     else:
-        means = sorted((r for r in rows if r.period == "mean"), key=lambda r: -r.auc)
+        means = ranked_means(rows)
         print(markdown_table(means, columns))
     print(f"{len(means)} methods x {len(config.run_seeds)} seed(s) in {seconds:.1f} s", file=sys.stderr)
     if args.out:

@@ -145,12 +145,18 @@ def with_means(rows: list[ResultRow]) -> list[ResultRow]:
     return per_period + mean_rows(per_period)
 
 
+def ranked_means(rows: list[ResultRow]) -> list[ResultRow]:
+    """The ``mean`` rows among ``rows`` (see :func:`with_means`), best AUC first (NaN last)."""
+    means = [r for r in rows if r.period == MEAN]
+    return sorted(means, key=lambda r: -r.auc if not math.isnan(r.auc) else math.inf)
+
+
 def format_markdown(rows: list[ResultRow], title: str | None = None) -> str:
     """Mean table ranked by AUC, then one per-period table per method (mean ± std when several seeds ran)."""
     if n_seeds(rows) > 1:
         return _format_markdown_seeds(rows, title)
     rows = with_means(rows)
-    means = sorted((r for r in rows if r.period == MEAN), key=lambda r: -r.auc if not math.isnan(r.auc) else 0)
+    means = ranked_means(rows)
     parts = [f"# {title}\n" if title else ""]
     mean_columns = ["method", "split", "seed", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
     parts.append("## Mean over tested periods (ranked by AUC)\n\n" + markdown_table(means, mean_columns) + "\n")

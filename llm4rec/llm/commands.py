@@ -86,7 +86,7 @@ def cmd_lsat(args: argparse.Namespace) -> int:
     import time
 
     from llm4rec.config import load_config
-    from llm4rec.eval.report import markdown_table, with_means
+    from llm4rec.eval.report import markdown_table, ranked_means, with_means
     from llm4rec.llm.lsat import run_lsat
     from llm4rec.llm.lsat_config import LsatConfig
 
@@ -99,7 +99,7 @@ def cmd_lsat(args: argparse.Namespace) -> int:
     columns = ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
     for name in config.method_names():
         print(f"\n{name}\n" + markdown_table([r for r in rows if r.method == name], columns))
-    means = sorted((r for r in rows if r.period == "mean"), key=lambda r: -r.auc)
+    means = ranked_means(rows)
     print("\nmean over tested periods, ranked by AUC\n" + markdown_table(means, columns))
     print(
         f"{len(means)} methods, periods {config.first_test_period}..{config.last_test_period}, "

@@ -89,7 +89,10 @@ def score_margins(
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """P(Yes) from answer margins (scipy's expit: no overflow for large margins)."""
+    from scipy.special import expit
+
+    return expit(x)
 
 
 def combine(

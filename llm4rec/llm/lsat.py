@@ -172,7 +172,7 @@ class EnsembleMethod(AdapterMethod):
             }
             self.weight = best_weight(by_weight)
         self.weights[period] = {"weight": self.weight, "val_auc_by_weight": by_weight}
-        if session._is_main:
+        if session.is_main:
             write_ensemble(
                 session.store.root / "ensemble" / f"period_{period}",
                 self.long,
@@ -237,7 +237,7 @@ class TaskArithmeticMethod(AdapterMethod):
         if "candidate" in session.model.peft_config:
             session.model.delete_adapter("candidate")
         self.weights[period] = {"weight": weight, "val_auc_by_weight": by_weight}
-        if session._is_main:
+        if session.is_main:
             extra = {
                 "recipe_key": key,
                 "kind": "lora-adapter",
@@ -253,7 +253,7 @@ class TaskArithmeticMethod(AdapterMethod):
             save_adapter(session.model, self.path, session.backbone, session.template, extra)
         session.model.set_adapter(long_name)
         session.model.delete_adapter("merged")
-        session._wait()
+        session.wait()
         session.forget_margins(self.path)
 
     def score(self, samples: pd.DataFrame) -> np.ndarray:

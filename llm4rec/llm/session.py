@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.periods import Timeline
-from llm4rec.llm.adapter_store import AdapterStore, recipe_key
+from llm4rec.llm.adapter_store import AdapterStore, recipe_key, stored_key
 from llm4rec.llm.backbone import Backbone
 from llm4rec.llm.prompts import PromptTemplate
 from llm4rec.llm.train import LoraSettings, TrainConfig, TrainResult
@@ -53,7 +53,6 @@ class LoraSession:
         self.lora, self.train_config, self.cutoff = lora, train, cutoff
         self.score_batch_size, self.progress = score_batch_size, progress
         self.accelerator = accelerator
-        self.model = backbone.model  # becomes a PeftModel with the first adapter
         self.loaded: OrderedDict[str, Path] = OrderedDict()  # adapter name -> directory, least recent first
         self.margin_cache: dict[tuple[str, str], np.ndarray] = {}
         self.fits: dict[str, dict] = {}  # adapter directory -> what its training did
@@ -64,6 +63,16 @@ class LoraSession:
             "data": data_recipe,
             "lora": asdict(lora),
         }
+
+    @property
+    def model(self):
+        """The backbone's model: a PeftModel once the first adapter is attached (kept on the backbone, which
+        ``load_adapter`` reads)."""
+        return self.backbone.model
+
+    @model.setter
+    def model(self, model) -> None:
+        self.backbone.model = model
 
     # --- which rows -------------------------------------------------------------------------------------------
     def rows(self, periods, split: str) -> pd.DataFrame:
@@ -123,8 +132,6 @@ class LoraSession:
         return path
 
     def stored_recipe(self, path: Path) -> str:
-        from llm4rec.llm.adapter_store import stored_key
-
         key = stored_key(path)
         if key is None:
             raise FileNotFoundError(f"{path}: no adapter with a recipe key")
@@ -143,11 +150,9 @@ class LoraSession:
         if start_from is None:
             self.model = attach_lora(self.model, self.lora, name)
         else:
-            self.backbone.model = self.model
             self.model = load_adapter(self.backbone, start_from, name, is_trainable=True)
-        self.backbone.model = self.model
-        tqdm_desc = f"{description.get('role', 'adapter')} through period {description.get('period')}"
-        log.info("training %s on %d samples (%s)", name, len(train_set), tqdm_desc)
+        role = f"{description.get('role', 'adapter')} through period {description.get('period')}"
+        log.info("training %s on %d samples (%s)", name, len(train_set), role)
         result: TrainResult = train_lora(
             self.model,
             self.backbone.tokenizer,
@@ -174,7 +179,7 @@ class LoraSession:
             "history": result.history,
         }
         self.fits[str(path)] = {**description, **summary}
-        if self._is_main:
+        if self.is_main:
             save_adapter(
                 self.model,
                 path,
@@ -182,7 +187,7 @@ class LoraSession:
                 self.template,
                 {"recipe_key": key, **description, "lora": asdict(self.lora), "training": summary},
             )
-        self._wait()
+        self.wait()
 
     def load(self, path: Path) -> str:
         """Load the adapter at ``path`` (once) and return its name in the PeftModel."""
@@ -195,9 +200,7 @@ class LoraSession:
             self.loaded[name] = path
             self.loaded.move_to_end(name)
             return name
-        self.backbone.model = self.model
         self.model = load_adapter(self.backbone, path, name)
-        self.backbone.model = self.model
         self.loaded[name] = path
         while len(self.loaded) > MAX_LOADED_ADAPTERS:
             self._unload(next(iter(self.loaded)))
@@ -252,9 +255,9 @@ class LoraSession:
 
     # --- processes --------------------------------------------------------------------------------------------
     @property
-    def _is_main(self) -> bool:
+    def is_main(self) -> bool:
         return self.accelerator is None or self.accelerator.is_main_process
 
-    def _wait(self) -> None:
+    def wait(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
