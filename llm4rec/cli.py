@@ -129,7 +129,12 @@ def add_data_options(sub: argparse.ArgumentParser, positional: bool) -> None:
 
 # Modules that add their own subcommands: each has ``register(commands)`` taking the subparsers object.
 # They keep heavy imports (torch, transformers) inside their command functions so `llm4rec --help` stays fast.
-COMMAND_MODULES = ("llm4rec.llm.commands", "llm4rec.ctr.commands", "llm4rec.bench.commands")
+COMMAND_MODULES = (
+    "llm4rec.llm.commands",
+    "llm4rec.ctr.commands",
+    "llm4rec.compare.commands",
+    "llm4rec.bench.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

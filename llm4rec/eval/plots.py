@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from llm4rec.eval.report import across_seeds  # noqa: E402
@@ -52,10 +54,22 @@ def _metric_label(metric: str) -> str:
     return "gAUC" if metric == "gauc" else ("LogLoss" if metric == "logloss" else metric.upper())
 
 
-def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
-    """One line per method: ``metric`` on each tested period (mean over seeds); many methods split into panels."""
+def plot_metric_per_period(
+    rows: list[ResultRow],
+    path: str | Path,
+    metric: str = "auc",
+    title: str = "",
+    highlight: dict[str, list[str]] | None = None,
+) -> Path:
+    """One line per method: ``metric`` on each tested period (mean over seeds); many methods split into panels.
+
+    ``highlight`` = {"LLM": [...], "CTR": [...]} draws the two kinds in one panel, each in its own style and
+    legend (the first kind solid and bold, the second dashed).
+    """
     rows = _seed_means(rows)
     methods = list(dict.fromkeys(r.method for r in rows if r.period != MEAN))
+    if highlight:
+        return _plot_kinds_per_period(rows, methods, highlight, path, metric, title)
     groups = method_groups(methods)
     figure, panels = plt.subplots(
         1, len(groups), figsize=(8 if len(groups) == 1 else 5 * len(groups), 4.5), squeeze=False, sharey=True
@@ -76,24 +90,99 @@ def plot_metric_per_period(rows: list[ResultRow], path: str | Path, metric: str 
     return _save(figure, path)
 
 
-def plot_mean_metric(rows: list[ResultRow], path: str | Path, metric: str = "auc", title: str = "") -> Path:
-    """Horizontal bars of each method's mean ``metric`` over the tested periods (and seeds), best on top."""
-    means = [r for r in _seed_means(rows) if r.period == MEAN]
-    if not means:
+# Per kind: a line style and a colour family of its own (warm for the first kind, cool for the second), so
+# the style says which kind a line is and the colour which method.
+_KIND_STYLES = [
+    {"linestyle": "-", "linewidth": 2.2, "marker": "o", "markersize": 6},
+    {"linestyle": "--", "linewidth": 1.3, "marker": "s", "markersize": 4},
+    {"linestyle": ":", "linewidth": 1.3, "marker": "^", "markersize": 4},
+]
+_KIND_COLOURS = [
+    ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#9467bd", "#bcbd22", "#7f0000", "#f781bf"],
+    ["#1f77b4", "#2ca02c", "#17becf", "#7f7f7f", "#393b79", "#637939", "#6baed6", "#74c476", "#9edae5",
+     "#3182bd", "#31a354", "#c7c7c7", "#5254a3", "#8ca252", "#aec7e8", "#98df8a"],
+    ["#525252", "#969696", "#252525", "#bdbdbd"],
+]  # fmt: skip
+
+
+def _kind_colours(kind_index: int, n: int) -> list:
+    colours = _KIND_COLOURS[kind_index % len(_KIND_COLOURS)]
+    return [colours[i % len(colours)] for i in range(n)]
+
+
+def _plot_kinds_per_period(rows, methods, highlight, path, metric, title) -> Path:
+    kinds = {kind: [m for m in members if m in methods] for kind, members in highlight.items()}
+    kinds = {kind: members for kind, members in kinds.items() if members}
+    n_lines = sum(len(m) for m in kinds.values())
+    figure, axes = plt.subplots(figsize=(11, max(5.0, 0.22 * n_lines + 1.5)))
+    handles = []
+    for index, (kind, members) in enumerate(kinds.items()):
+        style = _KIND_STYLES[index % len(_KIND_STYLES)]
+        handles.append(Line2D([], [], linestyle="none", label=kind))  # a heading line in the legend
+        for method, colour in zip(members, _kind_colours(index, len(members)), strict=True):
+            own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
+            (line,) = axes.plot([r.period for r in own], [getattr(r, metric) for r in own], color=colour,
+                                label=method, **style)  # fmt: skip
+            handles.append(line)
+    # Outside the axes, so no line is hidden; each kind under its own heading.
+    legend = axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                         frameon=False, handlelength=3)  # fmt: skip
+    for text in legend.get_texts():
+        if text.get_text() in kinds:
+            text.set_fontweight("bold")
+    axes.set_xlabel("tested period (trained through the period before)")
+    axes.set_ylabel(_metric_label(metric))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.set_title(title or f"{_metric_label(metric)} per period")
+    return _save(figure, path)
+
+
+def plot_mean_metric(
+    rows: list[ResultRow],
+    path: str | Path,
+    metric: str = "auc",
+    title: str = "",
+    highlight: dict[str, list[str]] | None = None,
+) -> Path:
+    """Horizontal bars of each method's mean ``metric`` over the tested periods (and seeds), best on top.
+
+    Where a method ran with several seeds, an error bar shows the standard deviation over seeds (of each seed's
+    mean over periods). ``highlight`` = {"LLM": [...], "CTR": [...]} colours the bars by kind.
+    """
+    summaries = [s for s in across_seeds([r for r in rows if r.period == MEAN])]
+    if not summaries:
         raise ValueError("plot_mean_metric needs the mean rows (see llm4rec.eval.report.with_means)")
     reverse = metric != "logloss"  # lower LogLoss is better
-    means.sort(key=lambda r: getattr(r, metric), reverse=not reverse)  # barh draws the first bar at the bottom
-    values = [getattr(r, metric) for r in means]
-    figure, axes = plt.subplots(figsize=(7, 0.3 * len(means) + 1.2))
-    axes.barh([r.method for r in means], values, color="#4c72b0")
-    low, high = min(values), max(values)
+    summaries.sort(key=lambda s: s.mean[metric], reverse=not reverse)  # barh draws the first bar at the bottom
+    values = [s.mean[metric] for s in summaries]
+    errors = [0.0 if math.isnan(s.std[metric]) else s.std[metric] for s in summaries]
+    kind_of = {m: kind for kind, members in (highlight or {}).items() for m in members}
+    kinds = list(dict.fromkeys(kind_of.values()))
+    palette = ["#dd5a26", "#3b6fb6", "#7f7f7f"]
+    colours = [palette[kinds.index(kind_of[s.method]) % 3] if s.method in kind_of else "#4c72b0" for s in summaries]
+    figure, axes = plt.subplots(figsize=(8, 0.3 * len(summaries) + 1.4))
+    labels = [s.method + (f" ({len(s.seeds)} seeds)" if len(s.seeds) > 1 else "") for s in summaries]
+    axes.barh(labels, values, color=colours)
+    for y, (value, error) in enumerate(zip(values, errors, strict=True)):
+        if error:  # a single seed has no spread to draw
+            axes.errorbar(value, y, xerr=error, fmt="none", ecolor="black", capsize=3, lw=1)
+    low = min(v - e for v, e in zip(values, errors, strict=True))
+    high = max(v + e for v, e in zip(values, errors, strict=True))
     margin = max((high - low) * 0.15, 0.005)
-    axes.set_xlim(low - margin, high + margin)  # differences of 0.01 AUC must stay visible
-    for y, value in enumerate(values):
-        axes.text(value, y, f" {value:.4f}", va="center", fontsize="small")
-    axes.set_xlabel(f"mean {_metric_label(metric)} over the tested periods")
+    axes.set_xlim(low - margin, high + margin * 2.2)  # differences of 0.01 AUC must stay visible; room for labels
+    for y, (value, error) in enumerate(zip(values, errors, strict=True)):
+        text = f" {value:.4f}" + (f" ± {error:.4f}" if error else "")
+        axes.text(value + error, y, text, va="center", fontsize="small")
+    seeds_note = " (bars: std over seeds)" if any(errors) else ""
+    axes.set_xlabel(f"mean {_metric_label(metric)} over the tested periods{seeds_note}")
     axes.set_title(title or f"mean {_metric_label(metric)}")
     axes.grid(axis="x", alpha=0.3)
+    if kinds:
+        from matplotlib.patches import Patch
+
+        axes.legend(handles=[Patch(color=palette[i % 3], label=k) for i, k in enumerate(kinds)],
+                    loc="lower right", fontsize="small")  # fmt: skip
     return _save(figure, path)
 
 

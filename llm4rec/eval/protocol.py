@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -86,18 +87,44 @@ def run_protocol(
     seed: int = 0,
     progress: bool = True,
     max_test_samples: int | None = None,
+    fit_from: int | None = None,
+    reuse: dict[int, ResultRow] | None = None,
+    on_result: Callable[[ResultRow, pd.DataFrame, np.ndarray | None], None] | None = None,
 ) -> list[ResultRow]:
     """Fit ``method`` through period t and score period t + 1 (all of it, or the same ``max_test_samples``
-    rows for every method), for every tested period."""
+    rows for every method), for every tested period.
+
+    - ``fit_from``: the first fitted period when it is earlier than ``first_test_period - 1``; the periods
+      before that are fitted in turn without being scored (a method kept up to date since pre-training).
+    - ``reuse``: tested period -> a result stored earlier. It is returned as it is. The method is still fitted
+      through that period (later fits depend on it); it is also scored again, unless the method says
+      ``scoring_is_stateless`` (scoring changes nothing the next fit sees), and the new score is dropped.
+    - ``on_result(row, samples, p)`` runs after each newly scored period (not for reused ones): a caller
+      saves the result before the next period starts.
+    """
     periods = tested_periods(timeline, first_test_period, last_test_period)
+    first_fit = first_test_period - 1 if fit_from is None else fit_from
+    if not 0 <= first_fit <= first_test_period - 1:
+        raise ConfigError(f"fit_from: expected a period in 0..{first_test_period - 1}, got {fit_from}")
+    reuse = reuse or {}
     seed_everything(seed)
+    started = time.perf_counter()
+    for period in range(first_fit, first_test_period - 1):  # burn-in: fitted, not scored
+        method.fit(timeline, period)
+    burn_in = time.perf_counter() - started  # counted in the first tested period's seconds
     rows = []
     for tested in tqdm(periods, desc=method.name, unit="period", disable=not progress):
         started = time.perf_counter()
         method.fit(timeline, tested - 1)
+        if tested in reuse and getattr(method, "scoring_is_stateless", False):
+            rows.append(reuse[tested])
+            continue
         samples = tested_samples(timeline, tested, max_test_samples)
         p = _check_probabilities(method.name, method.predict_proba(samples), len(samples))
-        seconds = time.perf_counter() - started
+        if tested in reuse:
+            rows.append(reuse[tested])
+            continue
+        seconds = time.perf_counter() - started + (burn_in if tested == periods[0] else 0.0)
         warm = timeline.warm_mask(samples, trained_through=tested - 1)
         row = score(
             method.name,
@@ -109,6 +136,11 @@ def run_protocol(
             seconds,
             seed=seed,
         )
-        log.info("%s period %d: AUC %.4f gAUC %.4f LogLoss %.4f", method.name, tested, row.auc, row.gauc, row.logloss)
+        log.info(
+            "%s seed %d period %d: AUC %.4f gAUC %.4f LogLoss %.4f (%.1f s)",
+            method.name, seed, tested, row.auc, row.gauc, row.logloss, seconds,
+        )  # fmt: skip
         rows.append(row)
+        if on_result is not None:
+            on_result(row, samples, p)
     return rows

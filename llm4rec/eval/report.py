@@ -151,13 +151,16 @@ def ranked_means(rows: list[ResultRow]) -> list[ResultRow]:
     return sorted(means, key=lambda r: -r.auc if not math.isnan(r.auc) else math.inf)
 
 
-def format_markdown(rows: list[ResultRow], title: str | None = None) -> str:
-    """Mean table ranked by AUC, then one per-period table per method (mean ± std when several seeds ran)."""
+def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str | None = None) -> str:
+    """Mean table ranked by AUC, then one per-period table per method (mean ± std when several seeds ran).
+
+    ``notes`` (markdown) go between the title and the tables: what ran, on what.
+    """
     if n_seeds(rows) > 1:
-        return _format_markdown_seeds(rows, title)
+        return _format_markdown_seeds(rows, title, notes)
     rows = with_means(rows)
     means = ranked_means(rows)
-    parts = [f"# {title}\n" if title else ""]
+    parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seed", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
     parts.append("## Mean over tested periods (ranked by AUC)\n\n" + markdown_table(means, mean_columns) + "\n")
     period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
@@ -172,9 +175,9 @@ def format_markdown(rows: list[ResultRow], title: str | None = None) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _format_markdown_seeds(rows: list[ResultRow], title: str | None) -> str:
+def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str | None) -> str:
     seeds = sorted({r.seed for r in rows})
-    parts = [f"# {title}\n" if title else ""]
+    parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seeds", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
     parts.append(
         f"## Mean over tested periods, mean ± std over {len(seeds)} seeds {seeds} (ranked by AUC)\n\n"
@@ -194,7 +197,9 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def write_results(rows: list[ResultRow], out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+def write_results(
+    rows: list[ResultRow], out_dir: str | Path, title: str | None = None, notes: str | None = None
+) -> dict[str, Path]:
     """Write the three result files into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     rows = with_means(rows)
@@ -206,7 +211,7 @@ def write_results(rows: list[ResultRow], out_dir: str | Path, title: str | None 
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.to_dict().items()})
     write_text(paths["csv"], buffer.getvalue())
-    write_text(paths["md"], format_markdown(rows, title))
+    write_text(paths["md"], format_markdown(rows, title, notes))
     return paths
 
 

@@ -112,6 +112,7 @@ class AdapterMethod:
     """A period method scored through the session; remembers its predictions of every tested period."""
 
     name: str
+    scoring_is_stateless = True  # fits read stored adapters, never the scores: a resumed run may skip scoring
 
     def __init__(self, adapters: PeriodAdapters) -> None:
         self.adapters = adapters
@@ -172,9 +173,10 @@ class EnsembleMethod(AdapterMethod):
             }
             self.weight = best_weight(by_weight)
         self.weights[period] = {"weight": self.weight, "val_auc_by_weight": by_weight}
+        self.path = session.store.root / "ensemble" / f"period_{period}"  # the manifest `llm4rec predict` loads
         if session.is_main:
             write_ensemble(
-                session.store.root / "ensemble" / f"period_{period}",
+                self.path,
                 self.long,
                 self.short,
                 self.weight,
@@ -304,6 +306,35 @@ def ensure_backbone(config: LsatConfig, timeline, template, accelerator, progres
     accelerator.wait_for_everyone()
 
 
+def open_session(
+    config: LsatConfig, timeline, progress: bool = True, build_progress: bool | None = None
+) -> LoraSession:
+    """The backbone (built first when the config says so) in a LoRA session whose adapters live in ``config.out``.
+
+    ``build_progress``: a progress bar for the backbone's build (default: ``progress``).
+    """
+    from dataclasses import asdict
+
+    from accelerate import Accelerator
+
+    from llm4rec.llm.adapter_store import AdapterStore
+    from llm4rec.llm.backbone import load_backbone
+    from llm4rec.llm.prompts import load_template, template_for_dataset
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        mixed_precision=config.train.mixed_precision,
+    )
+    template = load_template(config.template or template_for_dataset(config.data.name))
+    ensure_backbone(config, timeline, template, accelerator, progress if build_progress is None else build_progress)
+    backbone = load_backbone(config.backbone, template, accelerator.device)
+    return LoraSession(
+        backbone, template, timeline, AdapterStore(Path(config.out) / "adapters"), config.lora, config.train,
+        data_recipe=asdict(config.data), cutoff=config.cutoff, score_batch_size=config.score_batch_size,
+        accelerator=accelerator, progress=progress,
+    )  # fmt: skip
+
+
 def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
     """Run FR, FT and the LSAT variants over the tested periods; write results, plots and adapters to ``config.out``.
 
@@ -311,31 +342,16 @@ def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
     """
     from dataclasses import asdict
 
-    from accelerate import Accelerator
-
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
     from llm4rec.eval.report import write_results
     from llm4rec.io import write_json
-    from llm4rec.llm.adapter_store import AdapterStore
-    from llm4rec.llm.backbone import load_backbone
-    from llm4rec.llm.prompts import load_template, template_for_dataset
 
     started = time.perf_counter()
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        mixed_precision=config.train.mixed_precision,
-    )
     timeline = load_timeline(config.data)
-    template = load_template(config.template or template_for_dataset(config.data.name))
-    ensure_backbone(config, timeline, template, accelerator, progress)
-    backbone = load_backbone(config.backbone, template, accelerator.device)
+    session = open_session(config, timeline, progress)
+    accelerator, backbone = session.accelerator, session.backbone
     out = Path(config.out)
-    session = LoraSession(
-        backbone, template, timeline, AdapterStore(out / "adapters"), config.lora, config.train,
-        data_recipe=asdict(config.data), cutoff=config.cutoff, score_batch_size=config.score_batch_size,
-        accelerator=accelerator, progress=progress,
-    )  # fmt: skip
     methods = build_methods(config, PeriodAdapters(session, config))
     rows = []
     for method in methods:

@@ -152,7 +152,8 @@ class LoraSession:
         else:
             self.model = load_adapter(self.backbone, start_from, name, is_trainable=True)
         role = f"{description.get('role', 'adapter')} through period {description.get('period')}"
-        log.info("training %s on %d samples (%s)", name, len(train_set), role)
+        n_train = min(len(train_set), train.max_train_samples or len(train_set))
+        log.info("training %s on %d of %d samples (%s)", name, n_train, len(train_set), role)
         result: TrainResult = train_lora(
             self.model,
             self.backbone.tokenizer,

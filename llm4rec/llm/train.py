@@ -290,7 +290,11 @@ def train_lora(
             }
         )
         if accelerator.is_main_process:
-            tqdm.write(f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}")
+            line = f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}"
+            if progress:
+                tqdm.write(line)
+            else:
+                log.info(line)
         if auc > best["auc"] or best["state"] is None:
             state = get_peft_model_state_dict(plain, adapter_name=adapter)
             best.update(auc=auc, step=step, state={k: v.detach().clone() for k, v in state.items()})

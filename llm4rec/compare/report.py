@@ -1,0 +1,89 @@
+"""Tables and plots from saved results, without training: ``llm4rec report DIR``.
+
+For a comparison directory the rows come from its per-period files (the runs
+its ``experiment.json`` names); for the output of ``llm4rec lsat`` / ``ctr`` /
+``popularity`` they come from ``results.json``. Either way the same writers
+produce ``results.{json,csv,md}``, ``auc_per_period.png`` and ``auc_mean.png``,
+so a report rebuilt from disk is identical to the one the run wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llm4rec.compare.store import MANIFEST, ResultStore
+from llm4rec.errors import Llm4recError
+from llm4rec.eval.results import ResultRow
+
+
+def _notes(manifest: dict, rows: list[ResultRow]) -> str:
+    config = manifest["config"]
+    periods = manifest["tested_periods"]
+    data = manifest["dataset"]["data"]
+    samples = manifest["test_samples"]
+    lines = [
+        f"Dataset {data['name']}, {data['periods']['n_periods']} periods; every method trains through period t "
+        f"and is tested on t + 1 for t + 1 in {periods[0]}..{periods[-1]}, on the same "
+        f"{'all' if samples is None else f'{samples:,}'} samples of each tested period.",
+    ]
+    if manifest["llm_methods"] and config.get("llm"):
+        llm = config["llm"]
+        lines.append(
+            f"LLM methods ({', '.join(manifest['llm_methods'])}): LoRA on {llm['backbone']['model_name_or_path']}, "
+            f"seeds {config['seeds']['llm']}."
+        )
+    ctr_methods = [m for m in manifest["methods"] if m not in manifest["llm_methods"]]
+    if ctr_methods and config.get("ctr"):
+        lines.append(
+            f"CTR methods: pre-trained on periods 0..{config['ctr']['pretrain_periods'] - 1}, updated every period "
+            f"from then on, seeds {config['seeds']['ctr']}."
+        )
+    missing = {r["method"] for r in manifest["runs"]} - {r.method for r in rows}
+    expected = len(manifest["runs"]) * len(periods)
+    if len(rows) < expected:
+        lines.append(
+            f"**Incomplete:** {len(rows)} of {expected} (method, seed, period) results are stored"
+            + (f"; nothing yet for {sorted(missing)}" if missing else "")
+            + ". Run the same command again to finish."
+        )
+    lines.append(
+        "seconds: wall time of a method's fits and scoring over the tested periods (per seed); LLM methods that "
+        "share an adapter (LSAT-long is FR through K-1; the ensemble reuses the long and short adapters) pay for it "
+        "once, in the method that ran first."
+    )
+    return "\n\n".join(lines)
+
+
+def write_report(directory: str | Path) -> dict[str, Path]:
+    """Rewrite ``results.{json,csv,md}`` and the plots of ``directory`` from what is saved there."""
+    from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
+    from llm4rec.eval.report import read_results, with_means, write_results
+
+    directory = Path(directory)
+    store = ResultStore(directory)
+    manifest = store.manifest() if (directory / MANIFEST).exists() else None
+    if manifest is not None:
+        rows = store.rows(manifest)
+        name = manifest["dataset"]["data"]["name"]
+        title = f"LLM and CTR update methods on {name}"
+        notes = _notes(manifest, rows)
+        llm = [m for m in manifest["methods"] if m in manifest["llm_methods"]]
+        highlight = {"LLM": llm, "CTR": [m for m in manifest["methods"] if m not in llm]}
+    elif (directory / "results.json").exists():
+        rows = [r for r in read_results(directory) if r.period != "mean"]
+        title, notes, name, highlight = f"Results in {directory}", None, directory.name, None
+    else:
+        raise Llm4recError(f"{directory}: no {MANIFEST} or results.json to report on")
+    if not rows:
+        raise Llm4recError(f"{directory}: no finished results yet")
+    paths = write_results(rows, directory, title=title, notes=notes)
+    rows = with_means(rows)
+    tested = {r.period for r in rows if r.period != "mean"}
+    if len(tested) > 1 or manifest is not None:
+        paths["auc_per_period"] = plot_metric_per_period(
+            rows, directory / "auc_per_period.png", title=f"{name}: AUC per tested period", highlight=highlight
+        )
+    paths["auc_mean"] = plot_mean_metric(
+        rows, directory / "auc_mean.png", title=f"{name}: mean AUC over the tested periods", highlight=highlight
+    )
+    return paths
