@@ -59,7 +59,21 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 # ---------------------------------------------------------------- method names and the config
 
 
+def test_the_shipped_experiment_configs_load():
+    from llm4rec.compare.config import load_experiment
+
+    paths = sorted(Path(__file__).parents[1].glob("configs/experiments/*.yaml"))
+    assert [p.name for p in paths] == ["ml-100k-quick.yaml", "ml-100k.yaml"]
+    for path in paths:
+        config = load_experiment(str(path))
+        assert {s.side for s in config.specs} >= {"llm", "ctr"}
+        assert config.lsat.samples.test == config.test_samples  # the LLM side is scored on the shared rows
+    default = load_experiment(str(paths[1]))
+    assert (default.llm_seeds, default.ctr_seeds, default.tested_periods) == ([0], [0, 1, 2], [7, 8, 9])
+
+
 def test_method_names_parse_for_both_sides():
+    assert parse_method("Popularity").side == "reference"
     assert parse_method("LLM-FT").family == "FT"
     assert parse_method("LSAT-ta-dare_ties").merge_mode == "dare_ties"
     bu = parse_method("DeepFM-BU3+ReLoop2")
@@ -189,11 +203,12 @@ def test_report_rebuilds_identical_tables_and_a_changed_setting_reruns_only_its_
     prepared, tmp_path, capsys, one_thread
 ):
     out = tmp_path / "out"
-    config = experiment(tmp_path, ["DeepFM-IU", "DeepFM-ReLoop2", "MF-BU2"], seeds="[0, 1]")
+    config = experiment(tmp_path, ["DeepFM-IU", "DeepFM-ReLoop2", "MF-BU2", "Popularity"], seeds="[0, 1]")
     assert main(["compare", "--config", str(config), "--out", str(out), "-q"]) == 0
     tables = {name: (out / name).read_bytes() for name in ("results.json", "results.csv", "results.md")}
     md = tables["results.md"].decode()
     assert "mean ± std over 2 seeds" in md and "| DeepFM-IU | test | 2 |" in md
+    assert "| Popularity | test | 1 |" in md  # deterministic: one seed
     assert "on the same 40 samples of each tested period" in md
     for path in [*(out / n for n in tables), out / "auc_per_period.png", out / "auc_mean.png"]:
         path.unlink()
@@ -205,10 +220,10 @@ def test_report_rebuilds_identical_tables_and_a_changed_setting_reruns_only_its_
     runs = out / "runs"
     before = snapshot(runs)
     ctr = "{pretrain_periods: 2, train: {epochs: 2}, incremental: {reloop2: {weight: 0.9}}}"
-    config = experiment(tmp_path, ["DeepFM-IU", "DeepFM-ReLoop2", "MF-BU2"], ctr=ctr, seeds="[0, 1]")
+    config = experiment(tmp_path, ["DeepFM-IU", "DeepFM-ReLoop2", "MF-BU2", "Popularity"], ctr=ctr, seeds="[0, 1]")
     capsys.readouterr()
     assert main(["compare", "--config", str(config), "--out", str(out), "-q"]) == 0
-    assert "4 results computed, 8 reused" in capsys.readouterr().err  # ReLoop2's 2 seeds x 2 periods
+    assert "4 results computed, 10 reused" in capsys.readouterr().err  # ReLoop2's 2 seeds x 2 periods
     after = snapshot(runs)
     assert {k: v for k, v in after.items() if k in before} == before  # old results untouched
     new = {k.split("/")[0] for k in set(after) - set(before)}

@@ -25,6 +25,7 @@ from llm4rec.errors import ConfigError
 LLM_OWNED = ("data", "methods", "first_test_period", "last_test_period", "out", "seed")
 CTR_OWNED = ("data", "models", "updates", "seed", "last_test_period", "protocol")
 LLM_FAMILY_ORDER = ("FR", "FT", "LSAT")
+POPULARITY_SMOOTHING = 10.0  # pseudo-interactions at the prior, as `llm4rec popularity`
 
 
 def _check_seeds(seeds: list[int], where: str) -> None:
@@ -85,7 +86,7 @@ class ExperimentConfig:
             raise ConfigError(f"{self.where}: test_samples must be >= 1 or null (all), got {self.test_samples}")
         self.specs = parse_methods(self.methods)
         llm_specs = [s for s in self.specs if s.is_llm]
-        ctr_specs = [s for s in self.specs if not s.is_llm]
+        ctr_specs = [s for s in self.specs if s.side == "ctr"]
         self.llm_seeds = self.ctr_seeds = list(self.seeds)
         if llm_specs:
             self.lsat, seeds = self._lsat_config(llm_specs)
@@ -99,6 +100,8 @@ class ExperimentConfig:
         return list(range(self.first_test_period, self.last_test_period + 1))
 
     def seeds_of(self, spec: MethodSpec) -> list[int]:
+        if spec.side == "reference":
+            return self.seeds[:1]  # deterministic: one seed says all
         return self.llm_seeds if spec.is_llm else self.ctr_seeds
 
     def _lsat_config(self, specs: list[MethodSpec]):
@@ -170,6 +173,8 @@ class ExperimentConfig:
                 settings["task_arithmetic"] = {k: v for k, v in lsat["task_arithmetic"].items() if k != "modes"}
             settings["train"] = {k: v for k, v in settings["train"].items() if k != "seed"}  # the seed is keyed apart
             return settings
+        if spec.side == "reference":
+            return {"smoothing": POPULARITY_SMOOTHING}
         ctr = dataclasses.asdict(self.ctr_config)
         settings = {k: ctr[k] for k in ("features", "model", "train", "pretrain_periods")}
         base = spec.method.split("+")[0]

@@ -7,7 +7,10 @@ LLM methods (one LoRA session on the experiment's backbone, :mod:`llm4rec.llm.ls
 CTR methods are ``<Model>-<Method>``: a model of :mod:`llm4rec.ctr.models` and
 an update mode (``IU``, ``FR``, ``BU<w>`` with the window in the name), an
 incremental-learning strategy, ``ReLoop2`` or ``<base>+ReLoop2``
-(:mod:`llm4rec.incremental`). Names are exactly the result rows' names.
+(:mod:`llm4rec.incremental`).
+
+``Popularity`` is the item-popularity reference (:mod:`llm4rec.baselines.popularity`):
+what any model has to beat. Names are exactly the result rows' names.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from llm4rec.errors import ConfigError
 LLM_FAMILIES = {"LLM-FR": "FR", "LLM-FT": "FT"}  # the rest are LSAT's
 LSAT_SINGLE = ["LSAT-long", "LSAT-short", "LSAT-ensemble"]
 TA_PREFIX = "LSAT-ta-"
+REFERENCES = ["Popularity"]
 _BU = re.compile(r"BU([1-9][0-9]*)")
 
 
@@ -29,7 +33,7 @@ class MethodSpec:
     """One row name of the comparison, parsed."""
 
     name: str
-    side: Literal["llm", "ctr"]
+    side: Literal["llm", "ctr", "reference"]
     family: str = ""  # llm: FR, FT or LSAT
     lsat_name: str = ""  # llm: the name llm4rec.llm.lsat gives it (FR, FT, LSAT-long, ..., LSAT-ta-exact)
     merge_mode: str = ""  # llm: the task-arithmetic mode of LSAT-ta-<mode>
@@ -68,7 +72,7 @@ def ctr_method_parts() -> list[str]:
 def valid_names_help() -> str:
     return (
         f"LLM methods: {llm_method_names()}; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
-        f"Method in {ctr_method_parts()}"
+        f"Method in {ctr_method_parts()}; the reference: {REFERENCES}"
     )
 
 
@@ -91,6 +95,8 @@ def _ctr_spec(name: str) -> MethodSpec | None:
 
 def parse_method(name: str) -> MethodSpec:
     """The spec of a row name; unknown names raise ConfigError listing the valid ones."""
+    if name in REFERENCES:
+        return MethodSpec(name=name, side="reference")
     if name in LLM_FAMILIES:
         return MethodSpec(name=name, side="llm", family=LLM_FAMILIES[name], lsat_name=LLM_FAMILIES[name])
     if name in LSAT_SINGLE:

@@ -32,12 +32,15 @@ def _notes(manifest: dict, rows: list[ResultRow]) -> str:
             f"LLM methods ({', '.join(manifest['llm_methods'])}): LoRA on {llm['backbone']['model_name_or_path']}, "
             f"seeds {config['seeds']['llm']}."
         )
-    ctr_methods = [m for m in manifest["methods"] if m not in manifest["llm_methods"]]
+    side = {run["method"]: run["side"] for run in manifest["runs"]}
+    ctr_methods = [m for m in manifest["methods"] if side.get(m) == "ctr"]
     if ctr_methods and config.get("ctr"):
         lines.append(
             f"CTR methods: pre-trained on periods 0..{config['ctr']['pretrain_periods'] - 1}, updated every period "
             f"from then on, seeds {config['seeds']['ctr']}."
         )
+    if "reference" in side.values():
+        lines.append("Popularity: each item's smoothed positive rate over periods 0..t (the reference).")
     missing = {r["method"] for r in manifest["runs"]} - {r.method for r in rows}
     expected = len(manifest["runs"]) * len(periods)
     if len(rows) < expected:
@@ -67,8 +70,11 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         name = manifest["dataset"]["data"]["name"]
         title = f"LLM and CTR update methods on {name}"
         notes = _notes(manifest, rows)
-        llm = [m for m in manifest["methods"] if m in manifest["llm_methods"]]
-        highlight = {"LLM": llm, "CTR": [m for m in manifest["methods"] if m not in llm]}
+        side = {run["method"]: run["side"] for run in manifest["runs"]}
+        highlight = {
+            label: [m for m in manifest["methods"] if side.get(m) == kind]
+            for label, kind in (("LLM", "llm"), ("CTR", "ctr"), ("reference", "reference"))
+        }
     elif (directory / "results.json").exists():
         rows = [r for r in read_results(directory) if r.period != "mean"]
         title, notes, name, highlight = f"Results in {directory}", None, directory.name, None

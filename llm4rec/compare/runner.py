@@ -208,7 +208,12 @@ def run_compare(
                 log.info(
                     "%s seed %d: running (key %s, %d periods stored)", run.spec.name, run.seed, run.key, len(run.done)
                 )
-                if run.spec.is_llm:
+                if run.spec.side == "reference":
+                    from llm4rec.baselines.popularity import ItemPopularity
+                    from llm4rec.compare.config import POPULARITY_SMOOTHING
+
+                    method, fit_from = ItemPopularity(POPULARITY_SMOOTHING, name=run.spec.name), None
+                elif run.spec.is_llm:
                     torch.set_num_threads(default_threads)
                     method, fit_from = llm.method(run.spec, run.seed), None
                 else:

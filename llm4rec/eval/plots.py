@@ -111,12 +111,13 @@ def _kind_colours(kind_index: int, n: int) -> list:
 
 
 def _plot_kinds_per_period(rows, methods, highlight, path, metric, title) -> Path:
-    kinds = {kind: [m for m in members if m in methods] for kind, members in highlight.items()}
-    kinds = {kind: members for kind, members in kinds.items() if members}
-    n_lines = sum(len(m) for m in kinds.values())
+    # A kind keeps its style (by its place in ``highlight``) even when another kind has no rows.
+    kinds = {kind: (i, [m for m in members if m in methods]) for i, (kind, members) in enumerate(highlight.items())}
+    kinds = {kind: (i, members) for kind, (i, members) in kinds.items() if members}
+    n_lines = sum(len(m) for _, m in kinds.values())
     figure, axes = plt.subplots(figsize=(11, max(5.0, 0.22 * n_lines + 1.5)))
     handles = []
-    for index, (kind, members) in enumerate(kinds.items()):
+    for kind, (index, members) in kinds.items():
         style = _KIND_STYLES[index % len(_KIND_STYLES)]
         handles.append(Line2D([], [], linestyle="none", label=kind))  # a heading line in the legend
         for method, colour in zip(members, _kind_colours(index, len(members)), strict=True):
@@ -157,10 +158,11 @@ def plot_mean_metric(
     summaries.sort(key=lambda s: s.mean[metric], reverse=not reverse)  # barh draws the first bar at the bottom
     values = [s.mean[metric] for s in summaries]
     errors = [0.0 if math.isnan(s.std[metric]) else s.std[metric] for s in summaries]
+    kinds = list(highlight or {})
     kind_of = {m: kind for kind, members in (highlight or {}).items() for m in members}
-    kinds = list(dict.fromkeys(kind_of.values()))
     palette = ["#dd5a26", "#3b6fb6", "#7f7f7f"]
     colours = [palette[kinds.index(kind_of[s.method]) % 3] if s.method in kind_of else "#4c72b0" for s in summaries]
+    shown = {kind_of[s.method] for s in summaries if s.method in kind_of}
     figure, axes = plt.subplots(figsize=(8, 0.3 * len(summaries) + 1.4))
     labels = [s.method + (f" ({len(s.seeds)} seeds)" if len(s.seeds) > 1 else "") for s in summaries]
     axes.barh(labels, values, color=colours)
@@ -178,10 +180,10 @@ def plot_mean_metric(
     axes.set_xlabel(f"mean {_metric_label(metric)} over the tested periods{seeds_note}")
     axes.set_title(title or f"mean {_metric_label(metric)}")
     axes.grid(axis="x", alpha=0.3)
-    if kinds:
+    if shown:
         from matplotlib.patches import Patch
 
-        axes.legend(handles=[Patch(color=palette[i % 3], label=k) for i, k in enumerate(kinds)],
+        axes.legend(handles=[Patch(color=palette[i % 3], label=k) for i, k in enumerate(kinds) if k in shown],
                     loc="lower right", fontsize="small")  # fmt: skip
     return _save(figure, path)
 
