@@ -228,3 +228,32 @@ def test_report_rebuilds_identical_tables_and_a_changed_setting_reruns_only_its_
     assert {k: v for k, v in after.items() if k in before} == before  # old results untouched
     new = {k.split("/")[0] for k in set(after) - set(before)}
     assert new == {"DeepFM-ReLoop2"}
+
+
+def test_report_also_rebuilds_the_output_of_other_commands(prepared, tmp_path):
+    out = tmp_path / "popularity"
+    assert main(["popularity", "--out", str(out), "-q"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    (out / "results.md").unlink()
+    assert main(["report", str(out), "-q"]) == 0
+    assert json.loads((out / "results.json").read_text()) == rows
+    assert "| Popularity | test | 0 |" in (out / "results.md").read_text()
+    assert (out / "auc_mean.png").is_file() and (out / "auc_per_period.png").is_file()
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_the_progress_eta_weighs_each_side_by_its_own_time_per_period(monkeypatch):
+    from llm4rec.compare import runner
+
+    clock = iter([0.0, 0.0, 100.0])  # bar created, clock started, one LLM period done 100 s later
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
+    runs = [
+        runner.PlannedRun(parse_method("LLM-FR"), 0, "k1", Path("a"), {}),
+        runner.PlannedRun(parse_method("DeepFM-IU"), 0, "k2", Path("b"), {}),
+        runner.PlannedRun(parse_method("DeepFM-IU"), 1, "k3", Path("c"), {7: None}),  # one period stored
+    ]
+    bar = runner.ProgressBar(runs, n_periods=2, enabled=False)
+    assert bar.eta() == 2 * 45.0 + 3 * 2.0  # priors: 2 LLM periods, 3 CTR periods left
+    bar.clock_from_now()
+    bar.done("llm")
+    assert bar.eta() == 1 * 100.0 + 3 * 2.0  # the LLM side's measured 100 s per period replaces its prior

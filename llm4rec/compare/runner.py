@@ -11,6 +11,7 @@ progress: every file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -128,6 +129,119 @@ def serving_model(method):
     return base.serving_model() if hasattr(base, "serving_model") else None
 
 
+class Sides:
+    """Builds the period method of a planned run, with the torch threads its side runs best on."""
+
+    def __init__(self, config: ExperimentConfig, timeline, out: Path, progress: bool) -> None:
+        import torch
+
+        self.config = config
+        self.llm, self.ctr = LlmSide(config, timeline, out, progress), CtrSide(config, timeline)
+        self.default_threads = torch.get_num_threads()
+
+    def method(self, spec: MethodSpec, seed: int):
+        """(the period method, its first fitted period or None for the period before the first test)."""
+        import torch
+
+        if spec.side == "reference":
+            from llm4rec.baselines.popularity import ItemPopularity
+            from llm4rec.compare.config import POPULARITY_SMOOTHING
+
+            return ItemPopularity(POPULARITY_SMOOTHING, name=spec.name), None
+        if spec.is_llm:
+            torch.set_num_threads(self.default_threads)
+            return self.llm.method(spec, seed), None
+        ctr = self.config.ctr_config
+        torch.set_num_threads(ctr.threads or self.default_threads)
+        # Kept up to date from pre-training on; FR retrains from scratch each time, so it needs no burn-in
+        # (its first fit is the full retraining through the period before the first test).
+        return self.ctr.method(spec, seed), (None if spec.method == "FR" else ctr.pretrain_periods - 1)
+
+    def restore_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.default_threads)
+
+
+class ProgressBar:
+    """One bar over every (method, seed, tested period), with an ETA that knows an LLM period costs far more
+    than a CTR one: remaining periods of each side times that side's mean time per period so far (a prior
+    until the side has run: 45 s for an LLM period, 2 s for a CTR period, on the 2-core CPU of README.md).
+    tqdm's own ETA averages over all results and read 2.5 hours for an 18-minute run."""
+
+    PRIOR_SECONDS = {"llm": 45.0, "ctr": 2.0, "reference": 0.1}
+
+    def __init__(self, runs: list[PlannedRun], n_periods: int, enabled: bool) -> None:
+        self.left = {side: 0 for side in self.PRIOR_SECONDS}
+        for run in runs:
+            self.left[run.spec.side] += n_periods - len(run.done)
+        self.spent = {side: [0.0, 0] for side in self.PRIOR_SECONDS}  # seconds, periods
+        self.current = ""
+        done = sum(len(r.done) for r in runs)
+        self.bar = tqdm(
+            total=len(runs) * n_periods, initial=done, unit="result", desc="compare", disable=not enabled,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+        )  # fmt: skip
+        self.last = time.perf_counter()
+
+    def start(self, name: str, seed: int) -> None:
+        self.current = f"{name} seed {seed}"
+        self.last = time.perf_counter()
+        self._show()
+
+    def clock_from_now(self) -> None:
+        """Not counting what came before (a backbone's one-time build) in the time per period."""
+        self.last = time.perf_counter()
+
+    def done(self, side: str) -> None:
+        now = time.perf_counter()
+        self.spent[side][0] += now - self.last
+        self.spent[side][1] += 1
+        self.left[side] -= 1
+        self.last = now
+        self.bar.update(1)
+        self._show()
+
+    def eta(self) -> float:
+        return sum(
+            left * (self.spent[side][0] / self.spent[side][1] if self.spent[side][1] else self.PRIOR_SECONDS[side])
+            for side, left in self.left.items()
+        )
+
+    def _show(self) -> None:
+        minutes, seconds = divmod(int(self.eta()), 60)
+        self.bar.set_postfix_str(f"~{minutes}:{seconds:02d} left, {self.current}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class RunSaver:
+    """``on_result`` of one run: writes each scored period (and the run's record) before the next one starts."""
+
+    def __init__(self, store: ResultStore, run: PlannedRun, method, settings: dict, bar) -> None:
+        self.store, self.run, self.method, self.bar = store, run, method, bar
+        record = run.dir / "run.json"
+        earlier = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+        self.record = {
+            "method": run.spec.name,
+            "seed": run.seed,
+            "key": run.key,
+            "settings": settings,
+            "adapters": earlier.get("adapters", {}) if earlier.get("key") == run.key else {},
+        }
+        self.scored = 0
+
+    def __call__(self, row: ResultRow, samples, p) -> None:
+        llm = self.run.spec.is_llm
+        self.store.save(self.run.dir, row, samples, p, None if llm else serving_model(self.method))
+        if llm:  # the adapter (or ensemble manifest) that scored this period: `llm4rec predict --adapter` loads it
+            self.record["adapters"][str(row.period)] = str(getattr(self.method, "path", "") or "")
+        write_json(self.run.dir / "run.json", self.record)
+        self.scored += 1
+        self.bar.done(self.run.spec.side)
+
+
 class _RunLog:
     """compare.log in the output directory (INFO), warnings on the console through tqdm; restored on exit."""
 
@@ -164,16 +278,13 @@ def run_compare(
     config: ExperimentConfig, out: str | Path, progress: bool = True, verbose: bool = False
 ) -> CompareOutcome:
     """Run (or continue) the comparison into ``out``; returns every current result row."""
-    import torch
-
     from llm4rec.compare.report import write_report
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
+    from llm4rec.llm.commands import quiet_libraries
 
     out = Path(out)
     started = time.perf_counter()
-    from llm4rec.llm.commands import quiet_libraries
-
     quiet_libraries()  # one bar for the whole comparison: the libraries' per-file bars would break it up
     timeline = load_timeline(config.data)
     fingerprint = dataset_fingerprint(timeline)
@@ -182,72 +293,40 @@ def run_compare(
     runs = plan(config, store, fingerprint)
     store.write_manifest(manifest(config, runs, fingerprint, out))
     periods = config.tested_periods
-    total = sum(len(periods) for _ in runs)
+    total = len(runs) * len(periods)
     reused = sum(len(r.done) for r in runs)
     scored = 0
-    llm, ctr = LlmSide(config, timeline, out, progress), CtrSide(config, timeline)
-    default_threads = torch.get_num_threads()
+    sides = Sides(config, timeline, out, progress)
     with _RunLog(out / LOG_FILE, verbose):
         log.info(
             "llm4rec %s compare: %d methods, %d (method, seed, period) results, %d already done, into %s",
             __version__, len(config.specs), total, reused, out,
         )  # fmt: skip
-        bar = tqdm(total=total, initial=reused, unit="result", desc="compare", disable=not progress, smoothing=0.1)
+        bar = ProgressBar(runs, len(periods), progress)
         try:
             for run in runs:
+                name, seed = run.spec.name, run.seed
                 if len(run.done) == len(periods):
-                    log.info(
-                        "%s seed %d: all %d periods stored (%s), skipped",
-                        run.spec.name,
-                        run.seed,
-                        len(periods),
-                        run.key,
-                    )
+                    log.info("%s seed %d: all %d periods stored (%s), skipped", name, seed, len(periods), run.key)
                     continue
-                bar.set_postfix_str(f"{run.spec.name} seed {run.seed}")
-                log.info(
-                    "%s seed %d: running (key %s, %d periods stored)", run.spec.name, run.seed, run.key, len(run.done)
-                )
-                if run.spec.side == "reference":
-                    from llm4rec.baselines.popularity import ItemPopularity
-                    from llm4rec.compare.config import POPULARITY_SMOOTHING
-
-                    method, fit_from = ItemPopularity(POPULARITY_SMOOTHING, name=run.spec.name), None
-                elif run.spec.is_llm:
-                    torch.set_num_threads(default_threads)
-                    method, fit_from = llm.method(run.spec, run.seed), None
-                else:
-                    torch.set_num_threads(config.ctr_config.threads or default_threads)
-                    method = ctr.method(run.spec, run.seed)
-                    # Kept up to date from pre-training on; FR retrains from scratch each time, so it needs no
-                    # burn-in (its first fit is the full retraining through the period before the first test).
-                    fit_from = None if run.spec.method == "FR" else config.ctr_config.pretrain_periods - 1
-                checkpoints: dict[str, str] = {}
-
-                def save(row: ResultRow, samples, p, run=run, method=method, checkpoints=checkpoints) -> None:
-                    nonlocal scored
-                    model = None if run.spec.is_llm else serving_model(method)
-                    store.save(run.dir, row, samples, p, model)
-                    if run.spec.is_llm:
-                        checkpoints[str(row.period)] = str(getattr(method, "path", "") or "")
-                    write_json(
-                        run.dir / "run.json",
-                        {"method": run.spec.name, "seed": run.seed, "key": run.key,
-                         "settings": config.method_settings(run.spec), "adapters": checkpoints},
+                bar.start(name, seed)
+                log.info("%s seed %d: running (key %s, %d periods stored)", name, seed, run.key, len(run.done))
+                method, fit_from = sides.method(run.spec, seed)
+                bar.clock_from_now()
+                saver = RunSaver(store, run, method, config.method_settings(run.spec), bar)
+                try:
+                    run_protocol(
+                        method, timeline, config.first_test_period, config.last_test_period, seed, progress=False,
+                        max_test_samples=config.test_samples, fit_from=fit_from, reuse=run.done, on_result=saver,
                     )  # fmt: skip
-                    scored += 1
-                    bar.update(1)
-
-                run_protocol(
-                    method, timeline, config.first_test_period, config.last_test_period, run.seed, progress=False,
-                    max_test_samples=config.test_samples, fit_from=fit_from, reuse=run.done, on_result=save,
-                )  # fmt: skip
+                finally:
+                    scored += saver.scored
         except KeyboardInterrupt:
             log.warning("interrupted: the finished results are kept in %s; run the same command to continue", out)
             raise
         finally:
             bar.close()
-            torch.set_num_threads(default_threads)
+            sides.restore_threads()
         rows = store.rows()
         write_report(out)
         seconds = time.perf_counter() - started
