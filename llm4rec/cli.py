@@ -18,6 +18,19 @@ from llm4rec import __version__
 from llm4rec.errors import Llm4recError
 
 
+def comma_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the names of a comma-separated option."""
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def parse_seeds(value: str) -> list[int]:
+    """``--seeds 0,1,2``; anything but integers is an error naming the option."""
+    try:
+        return [int(s) for s in comma_list(value)]
+    except ValueError:
+        raise Llm4recError(f"--seeds: expected comma-separated integers such as 0,1,2, got {value!r}") from None
+
+
 def data_config_from_args(args: argparse.Namespace):
     """The DataConfig named by ``--config`` (a YAML file) or by the dataset name's defaults."""
     from llm4rec.config import load_config

@@ -6,12 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm4rec.errors import Llm4recError
-
-
-def _names(value: str) -> list[str]:
-    return [n.strip() for n in value.split(",") if n.strip()]
-
 
 def print_ranked(rows) -> None:
     from llm4rec.eval.report import n_seeds, ranked_seed_means, summary_table
@@ -23,19 +17,15 @@ def print_ranked(rows) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from llm4rec.cli import comma_list, parse_seeds
     from llm4rec.compare.config import load_experiment
     from llm4rec.compare.runner import LOG_FILE, run_compare
 
     overrides = {}
     if args.methods is not None:
-        overrides["methods"] = _names(args.methods)
+        overrides["methods"] = comma_list(args.methods)
     if args.seeds is not None:
-        try:
-            overrides["seeds"] = [int(s) for s in _names(args.seeds)]
-        except ValueError:
-            raise Llm4recError(
-                f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}"
-            ) from None
+        overrides["seeds"] = parse_seeds(args.seeds)
     config = load_experiment(args.config, overrides)  # every check happens here, before anything runs
     out = Path(args.out or config.out)
     try:

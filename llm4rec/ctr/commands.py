@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from llm4rec.errors import Llm4recError
-
 
 def period_methods(config, features, seed: int) -> list:
     """Every configured method for one seed: each model x (update modes, then incremental methods)."""
@@ -74,11 +72,8 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
     return rows, {str(seed): by_method for seed, by_method in reports.items()}
 
 
-def _names(value: str) -> list[str]:
-    return [n.strip() for n in value.split(",") if n.strip()]
-
-
 def cmd_ctr(args: argparse.Namespace) -> int:
+    from llm4rec.cli import comma_list, parse_seeds
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
     from llm4rec.eval.report import (
@@ -96,20 +91,15 @@ def cmd_ctr(args: argparse.Namespace) -> int:
     for option in ("models", "updates"):
         value = getattr(args, option)
         if value is not None:
-            data[option] = _names(value)
+            data[option] = comma_list(value)
     if args.methods is not None:
         incremental = data.get("incremental")
         data["incremental"] = {
             **(incremental if isinstance(incremental, dict) else {}),
-            "methods": _names(args.methods),
+            "methods": comma_list(args.methods),
         }
     if args.seeds is not None:
-        try:
-            data["seeds"] = [int(s) for s in _names(args.seeds)]
-        except ValueError:
-            raise Llm4recError(
-                f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}"
-            ) from None
+        data["seeds"] = parse_seeds(args.seeds)
     config = from_dict(CtrConfig, data, where=str(args.config))
     started = time.perf_counter()
     rows, reports = run_ctr(config, progress=not args.quiet)
