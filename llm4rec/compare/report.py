@@ -16,24 +16,31 @@ from llm4rec.errors import Llm4recError
 from llm4rec.eval.results import ResultRow
 
 
+def _sides(manifest: dict) -> dict[str, str]:
+    """method -> llm, ctr or reference, in config order."""
+    side = {run["method"]: run["side"] for run in manifest["runs"]}
+    return {m: side[m] for m in manifest["methods"] if m in side}
+
+
 def _notes(manifest: dict, rows: list[ResultRow]) -> str:
     config = manifest["config"]
+    side = _sides(manifest)
+    llm_methods = [m for m, s in side.items() if s == "llm"]
     periods = manifest["tested_periods"]
     data = manifest["dataset"]["data"]
     samples = manifest["test_samples"]
     lines = [
         f"Dataset {data['name']}, {data['periods']['n_periods']} periods; every method trains through period t "
-        f"and is tested on t + 1 for t + 1 in {periods[0]}..{periods[-1]}, on the same "
-        f"{'all' if samples is None else f'{samples:,}'} samples of each tested period.",
+        f"and is tested on t + 1 for t + 1 in {periods[0]}..{periods[-1]}, on "
+        f"{'all' if samples is None else f'the same {samples:,}'} samples of each tested period.",
     ]
-    if manifest["llm_methods"] and config.get("llm"):
+    if llm_methods and config.get("llm"):
         llm = config["llm"]
         lines.append(
-            f"LLM methods ({', '.join(manifest['llm_methods'])}): LoRA on {llm['backbone']['model_name_or_path']}, "
+            f"LLM methods ({', '.join(llm_methods)}): LoRA on {llm['backbone']['model_name_or_path']}, "
             f"seeds {config['seeds']['llm']}."
         )
-    side = {run["method"]: run["side"] for run in manifest["runs"]}
-    ctr_methods = [m for m in manifest["methods"] if side.get(m) == "ctr"]
+    ctr_methods = [m for m, s in side.items() if s == "ctr"]
     if ctr_methods and config.get("ctr"):
         lines.append(
             f"CTR methods: pre-trained on periods 0..{config['ctr']['pretrain_periods'] - 1}, updated every period "
@@ -70,9 +77,9 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         name = manifest["dataset"]["data"]["name"]
         title = f"LLM and CTR update methods on {name}"
         notes = _notes(manifest, rows)
-        side = {run["method"]: run["side"] for run in manifest["runs"]}
+        side = _sides(manifest)
         highlight = {
-            label: [m for m in manifest["methods"] if side.get(m) == kind]
+            label: [m for m, s in side.items() if s == kind]
             for label, kind in (("LLM", "llm"), ("CTR", "ctr"), ("reference", "reference"))
         }
     elif (directory / "results.json").exists():

@@ -65,7 +65,6 @@ def manifest(config: ExperimentConfig, runs: list[PlannedRun], fingerprint: str,
         "tested_periods": config.tested_periods,
         "test_samples": config.test_samples,
         "methods": [s.name for s in config.specs],
-        "llm_methods": [s.name for s in config.specs if s.is_llm],
         "runs": [
             {
                 "method": r.spec.name,

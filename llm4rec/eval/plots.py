@@ -151,7 +151,7 @@ def plot_mean_metric(
     Where a method ran with several seeds, an error bar shows the standard deviation over seeds (of each seed's
     mean over periods). ``highlight`` = {"LLM": [...], "CTR": [...]} colours the bars by kind.
     """
-    summaries = [s for s in across_seeds([r for r in rows if r.period == MEAN])]
+    summaries = across_seeds([r for r in rows if r.period == MEAN])
     if not summaries:
         raise ValueError("plot_mean_metric needs the mean rows (see llm4rec.eval.report.with_means)")
     reverse = metric != "logloss"  # lower LogLoss is better

@@ -89,7 +89,7 @@ def run_protocol(
     max_test_samples: int | None = None,
     fit_from: int | None = None,
     reuse: dict[int, ResultRow] | None = None,
-    on_result: Callable[[ResultRow, pd.DataFrame, np.ndarray | None], None] | None = None,
+    on_result: Callable[[ResultRow, pd.DataFrame, np.ndarray], None] | None = None,
 ) -> list[ResultRow]:
     """Fit ``method`` through period t and score period t + 1 (all of it, or the same ``max_test_samples``
     rows for every method), for every tested period.
