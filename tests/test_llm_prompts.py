@@ -9,29 +9,43 @@ from llm4rec.errors import ConfigError
 from llm4rec.llm.prompts import PromptTemplate, load_template
 from llm4rec.llm.samples import build_samples, newest_history, tokenize_with_cutoff
 
-EXPECTED_MOVIE_PROMPT = (
+# The LSAT authors' prompt (TianhaoShi2001/LSAT: utils.generate_prompt, with the instruction and input their data
+# processing writes), as their code builds it for a training sample, typed out here from that code.
+REFERENCE_WRAPPER = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n"
-    "Given the user's preference and unpreference, identify whether the user will like the target movie by "
-    'answering "Yes." or "No."\n\n'
-    "### Input:\n"
-    'User Preference: "Heat (1995)", "Fargo (1996)"\n'
-    'User Unpreference: "Jumanji (1995)"\n'
-    'Whether the user will like the target movie "Toy Story (1995)"?\n\n'
-    "### Response:\n"
+    "Write a response that appropriately completes the request. \n\n### Instruction:\n{instruction}\n\n"
+    "### Input:\n{input}\n\n### Response:\n{output}"
+)
+REFERENCE_INSTRUCTION = (
+    "Given the user's preference and unpreference, identify whether the user will like the target {kind} by "
+    "answering \"Yes.\" or \"No.\"."
+)
+REFERENCE_INPUT = (
+    "User Preference: {preference}\nUser Unpreference: {unpreference}\n"
+    "Whether the user will like the target {kind} {target}?"
 )
 
 
-def test_movie_template_renders_the_tallrec_prompt(movie_template):
-    text = movie_template.render(["Heat (1995)", "Fargo (1996)"], ["Jumanji (1995)"], "Toy Story (1995)")
-    assert text == EXPECTED_MOVIE_PROMPT
-    assert (movie_template.answer(1), movie_template.answer(0)) == ("Yes.", "No.")
+def reference_prompt(kind: str, preference: list[str], unpreference: list[str], target: str) -> str:
+    def quoted(titles):
+        return ", ".join(f'"{t}"' for t in titles)
+
+    return REFERENCE_WRAPPER.format(
+        instruction=REFERENCE_INSTRUCTION.format(kind=kind),
+        input=REFERENCE_INPUT.format(
+            kind=kind, preference=quoted(preference), unpreference=quoted(unpreference), target=f'"{target}"'
+        ),
+        output="",
+    )
 
 
-def test_book_template_asks_about_the_target_book():
-    text = load_template("book").render([], [], "Dune")
-    assert "will like the target book" in text and 'the target book "Dune"?' in text
+@pytest.mark.parametrize("kind", ["movie", "book"])
+def test_templates_render_the_lsat_reference_prompt_to_the_character(kind):
+    template = load_template(kind)
+    args = (["Heat (1995)", "Fargo (1996)"], ["Jumanji (1995)"], "Toy Story (1995)")
+    assert template.render(*args) == reference_prompt(kind, *args)
+    assert template.instruction.endswith('by answering "Yes." or "No.".')
+    assert (template.answer(1), template.answer(0)) == ("Yes.", "No.")
 
 
 def test_template_missing_a_placeholder_is_an_error(tmp_path):
@@ -63,24 +77,27 @@ def test_user_template_file_is_used(tmp_path):
     assert template.answers.positive == "Sure"
 
 
-def test_newest_history_keeps_a_suffix_of_each_list():
-    history = ["a", "b", "c", "d", "e"]
-    liked, disliked = ["a", "c", "d"], ["b", "e"]
-    assert newest_history(history, liked, disliked, 5) == (liked, disliked)
-    assert newest_history(history, liked, disliked, 3) == (["c", "d"], ["e"])
-    assert newest_history(history, liked, disliked, 1) == ([], ["e"])
-    assert newest_history(history, liked, disliked, 0) == ([], [])
+def test_newest_history_keeps_the_newest_items_with_their_own_labels():
+    history, labels = ["a", "b", "c", "d", "e"], [1, 0, 1, 1, 0]
+    assert newest_history(history, labels, 5) == (["a", "c", "d"], ["b", "e"])
+    assert newest_history(history, labels, 3) == (["c", "d"], ["e"])
+    assert newest_history(history, labels, 1) == ([], ["e"])
+    assert newest_history(history, labels, 0) == ([], [])
+    # An item rated twice: liked first, disliked later. The newest one is the disliked 'A'.
+    assert newest_history(["A", "B", "A"], [1, 0, 0], 1) == ([], ["A"])
+    assert newest_history(["A", "B", "A"], [1, 0, 0], 2) == ([], ["B", "A"])
 
 
-def _rows(history, liked, disliked, target="t", user="u1"):
+def _rows(history, labels, target="t", user="u1"):
     return pd.DataFrame(
         {
             "user_id": [user],
             "item_id": [target],
             "label": [1],
             "history_item_ids": [history],
-            "liked_item_ids": [liked],
-            "disliked_item_ids": [disliked],
+            "history_labels": [labels],
+            "liked_item_ids": [[i for i, y in zip(history, labels, strict=True) if y == 1]],
+            "disliked_item_ids": [[i for i, y in zip(history, labels, strict=True) if y != 1]],
         }
     )
 
@@ -93,7 +110,7 @@ def test_truncation_drops_the_oldest_titles_and_keeps_question_and_target(tiny_b
     titles["t"] = "The Target Film (1999)"
     history = [f"m{i}" for i in range(10)]  # oldest first
     liked, disliked = history[0::2], history[1::2]
-    rows = _rows(history, liked, disliked)
+    rows = _rows(history, [1, 0] * 5)
     full = movie_template.render([titles[i] for i in liked], [titles[i] for i in disliked], titles["t"])
     full_length = len(tokenizer(full)["input_ids"])
     cutoff = full_length - 25
@@ -116,7 +133,7 @@ def test_cutoff_below_the_fixed_prompt_is_an_error(tiny_backbone_dir, movie_temp
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_backbone_dir)
-    rows = _rows(["m0"], ["m0"], [])
+    rows = _rows(["m0"], [1])
     with pytest.raises(ConfigError, match="smaller than the fixed part of the prompt"):
         tokenize_with_cutoff(rows, ["x"], {}, movie_template, tokenizer, 10)
 

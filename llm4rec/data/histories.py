@@ -84,7 +84,7 @@ def _lists(values: np.ndarray, offsets: np.ndarray) -> list[list]:
 def history_lists(table: pd.DataFrame, histories: Histories, rows: np.ndarray) -> dict[str, list[list]]:
     """History columns for the table positions ``rows``.
 
-    history_item_ids: the previous interactions' items, oldest first;
+    history_item_ids: the previous interactions' items, oldest first, and history_labels their labels;
     liked_item_ids / disliked_item_ids: the same split by label (order kept).
     """
     rows = np.asarray(rows, dtype=np.int64)
@@ -92,11 +92,13 @@ def history_lists(table: pd.DataFrame, histories: Histories, rows: np.ndarray) -
     picked = histories.positions[_ranges(starts, stops)]
     offsets = np.r_[0, np.cumsum(stops - starts)]
     items = table["item_id"].to_numpy()[picked]
-    liked = table["label"].to_numpy()[picked] == 1
+    labels = table["label"].to_numpy()[picked]
+    liked = labels == 1
     liked_offsets = np.r_[0, np.cumsum(liked)][offsets]
     disliked_offsets = offsets - liked_offsets
     return {
         "history_item_ids": _lists(items, offsets),
+        "history_labels": _lists(labels, offsets),
         "liked_item_ids": _lists(items[liked], liked_offsets),
         "disliked_item_ids": _lists(items[~liked], disliked_offsets),
     }

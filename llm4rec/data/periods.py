@@ -113,7 +113,7 @@ class Timeline:
 
     ``table`` holds the samples of all periods sorted by time, with the
     canonical columns plus ``period``, ``split`` ('train' / 'val'),
-    ``history_item_ids``, ``liked_item_ids``, ``disliked_item_ids`` and
+    ``history_item_ids``, ``history_labels``, ``liked_item_ids``, ``disliked_item_ids`` and
     ``n_earlier`` (see :mod:`llm4rec.data.histories`). ``dataset`` is the
     whole dataset the periods were cut from.
     """

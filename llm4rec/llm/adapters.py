@@ -32,8 +32,11 @@ def quiet_peft_warnings():
         yield
 
 
-def save_adapter(model, out: str | Path, backbone: Backbone, template: PromptTemplate, extra: dict) -> Path:
-    """Write the active adapter of PeftModel ``model`` to ``out`` (replaced atomically) with its metadata."""
+def save_adapter(
+    model, out: str | Path, backbone: Backbone, template: PromptTemplate, cutoff: int, extra: dict
+) -> Path:
+    """Write the active adapter of PeftModel ``model`` to ``out`` (replaced atomically) with its metadata:
+    ``cutoff`` is the prompt token limit it was trained with (``llm4rec predict`` uses it by default)."""
     name = model.active_adapter
     out = Path(out)
     with atomic_directory(out) as tmp:
@@ -44,9 +47,10 @@ def save_adapter(model, out: str | Path, backbone: Backbone, template: PromptTem
             (tmp / name).rmdir()
         meta = {
             "kind": "lora-adapter",
-            "base_model": backbone.config.model_name_or_path,
+            "base_model": backbone.config.name,
             "base_fingerprint": backbone.fingerprint,
             "template": asdict(template),
+            "cutoff": cutoff,
             "answer_token_ids": {"yes": backbone.answer_ids[0], "no": backbone.answer_ids[1]},
             **extra,
         }
@@ -70,7 +74,7 @@ def check_adapter_fits(meta: dict, backbone: Backbone, path: str | Path) -> None
     if meta.get("base_fingerprint") != backbone.fingerprint:
         raise ConfigError(
             f"adapter {path} was trained on base model {meta.get('base_model')!r} (fingerprint "
-            f"{meta.get('base_fingerprint')}), not on {backbone.config.model_name_or_path!r} (fingerprint "
+            f"{meta.get('base_fingerprint')}), not on {backbone.config.name!r} (fingerprint "
             f"{backbone.fingerprint}); load it with the base model it was trained on"
         )
     answers = meta.get("answer_token_ids", {})

@@ -1,10 +1,13 @@
 """Load a causal LM and its tokenizer for yes/no recommendation.
 
-Any Hugging Face causal LM works: a local directory (a downloaded checkpoint
-or a scratch backbone from ``llm4rec backbone build``) or a hub id. Weights
-load from safetensors only (never a pickle), ``trust_remote_code`` is off
-unless asked for, and a hub id that cannot be reached fails in seconds with
-a clear error instead of minutes of retries.
+Any Hugging Face causal LM works: a local directory (a downloaded checkpoint,
+one fetched with ``llm4rec backbone fetch`` or a scratch backbone from
+``llm4rec backbone build``), a hub id, or a local GGUF file of any
+architecture transformers reads (``gguf_file``: dequantized on load, so it
+saves no memory; ``quantization: 4bit`` on a GPU does). Weights load from
+safetensors only (never a pickle), ``trust_remote_code`` is off unless asked
+for, and a hub id that cannot be reached fails in seconds with a clear error
+instead of minutes of retries.
 """
 
 from __future__ import annotations
@@ -38,13 +41,34 @@ class BackboneConfig:
     quantization: Literal["none", "4bit", "8bit"] = "none"  # bitsandbytes, CUDA only
     trust_remote_code: bool = False
     revision: str | None = None
+    # A GGUF file (absolute, or inside model_name_or_path): loaded through transformers and dequantized.
+    gguf_file: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.model_name_or_path:
+        if not self.model_name_or_path and not self.gguf_file:
             raise ConfigError(
-                "backbone.model_name_or_path: give a Hugging Face model id or a local directory "
-                "(build an offline one with `llm4rec backbone build`)"
+                "backbone.model_name_or_path: give a Hugging Face model id or a local directory (get an offline "
+                "one with `llm4rec backbone fetch smollm2-135m`), or backbone.gguf_file"
             )
+        if self.gguf_file and self.quantization != "none":
+            raise ConfigError(
+                "backbone.gguf_file: a GGUF file is dequantized on load, so it cannot be combined with "
+                f"quantization: {self.quantization}; drop one of the two"
+            )
+
+    @property
+    def name(self) -> str:
+        """What the backbone is called in logs, adapters and result titles."""
+        return self.gguf_file or self.model_name_or_path
+
+    def gguf_path(self) -> Path:
+        """The GGUF file: ``gguf_file`` as given, else inside ``model_name_or_path``."""
+        path = Path(self.gguf_file).expanduser()
+        if not path.is_file() and self.model_name_or_path:
+            path = Path(self.model_name_or_path).expanduser() / self.gguf_file
+        if not path.is_file():
+            raise ConfigError(f"backbone.gguf_file: {self.gguf_file} is not a file")
+        return path
 
 
 @dataclass
@@ -54,6 +78,7 @@ class Backbone:
     answer_ids: tuple[int, int]  # token ids of the positive and the negative answer's first token
     config: BackboneConfig
     fingerprint: str
+    answer_tokens: dict[int, list[int]] | None = None  # label -> the whole answer + EOS (train_on_inputs)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -130,18 +155,53 @@ def _load_error(config: BackboneConfig, options: dict, error: Exception) -> Conf
     return ConfigError(f"backbone {config.model_name_or_path!r} could not be loaded: {error}")
 
 
+def prepare_tokenizer(tokenizer):
+    tokenizer.padding_side = "left"  # the scorer reads the last position of every row
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_tokenizer(config: BackboneConfig):
     from transformers import AutoTokenizer
 
+    if config.gguf_file:
+        return prepare_tokenizer(_from_gguf(AutoTokenizer, config.gguf_path(), {}))
     options = _source_options(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path, **options)
     except (OSError, ValueError) as error:
         raise _load_error(config, options, error) from None
-    tokenizer.padding_side = "left"  # the scorer reads the last position of every row
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return prepare_tokenizer(tokenizer)
+
+
+def _from_gguf(auto_class, path: Path, options: dict):
+    """``auto_class.from_pretrained`` of a GGUF file, every failure one line naming the file."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ConfigError(f"{path}: loading a GGUF file needs the gguf package: pip install gguf")
+    try:
+        return auto_class.from_pretrained(str(path.parent), gguf_file=path.name, **options)
+    except ValueError as error:
+        if "not supported" in str(error):
+            raise ConfigError(
+                f"{path}: {error} transformers dequantizes GGUF files of the architectures it lists in "
+                "transformers.integrations.ggml; convert this one to a Hugging Face checkpoint instead"
+            ) from None
+        raise ConfigError(f"{path}: not a readable GGUF file ({error}); download it again") from None
+    except Exception as error:  # noqa: BLE001 (gguf's reader fails on damaged files in many ways)
+        raise ConfigError(
+            f"{path}: not a readable GGUF file ({type(error).__name__}: {error}); it may be truncated: download "
+            "it again"
+        ) from None
+
+
+def load_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) of a GGUF file, dequantized to ``dtype``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    tokenizer = prepare_tokenizer(_from_gguf(AutoTokenizer, path, {}))
+    return _from_gguf(AutoModelForCausalLM, path, {"dtype": dtype}), tokenizer
 
 
 def answer_token_ids(tokenizer, template: PromptTemplate) -> tuple[int, int]:
@@ -171,16 +231,48 @@ def answer_token_ids(tokenizer, template: PromptTemplate) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """Identifies a base model across machines and dtypes: its architecture and a slice of its input embeddings
-    (rounded to bf16, so fp32 and bf16 loads of one checkpoint agree). Adapters record it; loading an adapter
-    onto a different base is refused."""
+FINGERPRINT_SAMPLES = 4096  # elements hashed per tensor
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """The tokenizer's vocabulary, merges and special tokens (its serialised backend where there is one)."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update((backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))).encode())
+    digest.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def answer_continuations(tokenizer, template: PromptTemplate) -> dict[int, list[int]]:
+    """label -> the tokens that follow a prompt in TALLRec's training text: the whole answer as tokenized after
+    ``### Response:\n`` (its first token is the scored one), then EOS (1 = positive, 0 = negative)."""
+    prefix = tokenizer(RESPONSE_MARKER, add_special_tokens=False)["input_ids"]
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return {
+        label: tokenizer(RESPONSE_MARKER + answer, add_special_tokens=False)["input_ids"][len(prefix) :] + eos
+        for label, answer in ((1, template.answers.positive), (0, template.answers.negative))
+    }
+
+
+def model_fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
+    """Identifies a base model across machines and dtypes: its architecture, a strided sample of
+    ``FINGERPRINT_SAMPLES`` elements of every tensor (by name, rounded to bf16 so fp32 and bf16 loads of one
+    checkpoint agree) and the tokenizer. A LoRA merged into the base, or other weights under the same
+    embeddings, change it. The cost is per tensor, not per element (under a second for a 7B model's 291
+    tensors). Adapters record it; loading an adapter onto a different base is refused."""
     config = model.config.to_dict()
     keep = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size")
     digest = hashlib.sha256(json.dumps({k: config.get(k) for k in keep}, sort_keys=True).encode())
-    embedding = model.get_input_embeddings().weight
-    rows = embedding[: min(8, embedding.shape[0]), : min(64, embedding.shape[1])]
-    digest.update(rows.detach().to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes())
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(flat.numel() // FINGERPRINT_SAMPLES, 1)][:FINGERPRINT_SAMPLES]
+            if sample.is_floating_point():
+                sample = sample.to(torch.bfloat16).view(torch.int16)
+            digest.update(name.encode())
+            digest.update(sample.cpu().numpy().tobytes())
+    if tokenizer is not None:
+        digest.update(tokenizer_fingerprint(tokenizer).encode())
     return digest.hexdigest()[:16]
 
 
@@ -193,26 +285,29 @@ def load_backbone(config: BackboneConfig, template: PromptTemplate, device: torc
     answers = answer_token_ids(tokenizer, template)
     dtype = resolve_dtype(config.dtype, device)
     quantization = quantization_config(config.quantization, device, dtype)
-    options = _source_options(config)
-    kwargs = {
-        "dtype": dtype,
-        "attn_implementation": resolve_attention(config.attention, device),
-        "use_safetensors": True,
-    }
-    if quantization is not None:
-        kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
-    try:
-        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs, **options)
-    except (OSError, ValueError) as error:
-        raise _load_error(config, options, error) from None
+    kwargs = {"dtype": dtype, "attn_implementation": resolve_attention(config.attention, device)}
+    if config.gguf_file:
+        model = _from_gguf(AutoModelForCausalLM, config.gguf_path(), kwargs)
+    else:
+        options = _source_options(config)
+        kwargs["use_safetensors"] = True
+        if quantization is not None:
+            kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
+        try:
+            model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs, **options)
+        except (OSError, ValueError) as error:
+            raise _load_error(config, options, error) from None
     if quantization is None:
         model.to(device)
     model.eval()
     log.info(
         "backbone %s: %.1fM parameters, %s, %s attention",
-        config.model_name_or_path,
+        config.name,
         sum(p.numel() for p in model.parameters()) / 1e6,
         dtype,
         kwargs["attn_implementation"],
     )
-    return Backbone(model, tokenizer, answers, config, model_fingerprint(model))
+    return Backbone(
+        model, tokenizer, answers, config, model_fingerprint(model, tokenizer),
+        answer_continuations(tokenizer, template),
+    )  # fmt: skip

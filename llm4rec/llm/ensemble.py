@@ -27,16 +27,11 @@ import torch
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import META_FILE
 from llm4rec.llm.merge import check_weight
-from llm4rec.llm.score import in_input_order, iter_last_token_logits
+from llm4rec.llm.score import answer_margin, in_input_order, iter_last_token_logits
 
 COMBINES = ("probability", "logit")
 PASSES = ("one", "two")
 ENSEMBLE_KIND = "lora-ensemble"
-
-
-def answer_margin(logits: torch.Tensor, answer_ids: tuple[int, int]) -> torch.Tensor:
-    """logit(Yes) - logit(No) in fp32: P(Yes) = sigmoid(margin) = softmax over the two answer logits."""
-    return logits[:, answer_ids[0]].float() - logits[:, answer_ids[1]].float()
 
 
 @torch.inference_mode()
@@ -69,10 +64,11 @@ def score_margins(
         copies = len(names) if names else 1
         batches, values = [], []
         for batch, logits in iter_last_token_logits(
-            model, sequences, pad_id, batch_size, device, adapters=names, progress=progress, desc=desc
-        ):
+            model, sequences, pad_id, batch_size, device, adapters=names, progress=progress, desc=desc,
+            token_ids=answer_ids,
+        ):  # fmt: skip
             batches.append(batch)
-            values.append(answer_margin(logits, answer_ids).view(copies, len(batch)))
+            values.append(answer_margin(logits).view(copies, len(batch)))
         return in_input_order(batches, values, len(sequences))
 
     try:

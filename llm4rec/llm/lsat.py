@@ -252,7 +252,7 @@ class TaskArithmeticMethod(AdapterMethod):
                 },
                 "period": period,
             }
-            save_adapter(session.model, self.path, session.backbone, session.template, extra)
+            save_adapter(session.model, self.path, session.backbone, session.template, session.cutoff, extra)
         session.model.set_adapter(long_name)
         session.model.delete_adapter("merged")
         session.wait()
@@ -292,6 +292,10 @@ def write_predictions(directory: Path, predictions: dict[int, pd.DataFrame]) -> 
 def ensure_backbone(config: LsatConfig, timeline, template, accelerator, progress: bool) -> None:
     """Build the scratch backbone named by the config when it does not exist yet (and ``build_backbone`` is set)."""
     path = Path(config.backbone.model_name_or_path)
+    if path.is_dir():
+        from llm4rec.llm.scratch import check_backbone_directory
+
+        check_backbone_directory(path, config.data.name, config.first_test_period)
     if config.build_backbone is None or path.exists():
         return
     if accelerator.is_main_process:
@@ -321,10 +325,7 @@ def open_session(
     from llm4rec.llm.backbone import load_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        mixed_precision=config.train.mixed_precision,
-    )
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
     template = load_template(config.template or template_for_dataset(config.data.name))
     ensure_backbone(config, timeline, template, accelerator, progress if build_progress is None else build_progress)
     backbone = load_backbone(config.backbone, template, accelerator.device)
@@ -362,7 +363,7 @@ def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
         if accelerator.is_main_process:  # results so far, so an interrupted run still leaves a table
             write_predictions(out / "predictions" / method.name, method.predictions)
             write_results(
-                rows, out, title=f"LLM update methods on {config.data.name} ({backbone.config.model_name_or_path})"
+                rows, out, title=f"LLM update methods on {config.data.name} ({backbone.config.name})"
             )
     seconds = time.perf_counter() - started
     summary = {
@@ -376,7 +377,7 @@ def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
         from llm4rec.eval.report import with_means
 
         rows = with_means(rows)
-        title = f"{config.data.name}, {Path(backbone.config.model_name_or_path).name}"
+        title = f"{config.data.name}, {Path(backbone.config.name).name}"
         plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{title}: AUC per period")
         plot_mean_metric(rows, out / "auc_mean.png", title=f"{title}: mean AUC over periods")
         write_json(out / "config.json", asdict(config))

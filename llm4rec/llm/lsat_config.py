@@ -145,6 +145,11 @@ class LsatConfig:
                 f"{self.long_term.periods + 1}..{n_periods - 1} (the short-term adapter needs a period after K-1)"
             )
         self.last_test_period = last
+        if self.build_backbone is not None:
+            from llm4rec.llm.scratch import check_pretraining_periods, default_pretraining_periods
+
+            periods = self.build_backbone.periods or default_pretraining_periods(n_periods)
+            check_pretraining_periods(periods, self.first_test_period, "build_backbone.periods")
         if self.score_batch_size < 1:
             raise ConfigError(f"score_batch_size: must be >= 1, got {self.score_batch_size}")
 

@@ -123,16 +123,16 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     from llm4rec.llm.backbone import load_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.samples import build_samples
+    from llm4rec.llm.scratch import check_backbone_directory
     from llm4rec.llm.train import attach_lora, train_lora
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        mixed_precision=config.train.mixed_precision,
-    )
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
     timeline = load_timeline(config.data)
     for period in [*config.train_periods, config.test_period]:
         timeline.check_period(period)
     template = load_template(config.template or template_for_dataset(config.data.name))
+    if config.backbone.model_name_or_path and Path(config.backbone.model_name_or_path).is_dir():
+        check_backbone_directory(config.backbone.model_name_or_path, config.data.name, config.test_period)
     backbone = load_backbone(config.backbone, template, accelerator.device)
 
     def tokenized(rows: pd.DataFrame):
@@ -147,7 +147,10 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         test = tokenized(test_rows)
     seed_everything(config.train.seed)  # LoRA's A matrices start random: same seed, same adapter
     model = attach_lora(backbone.model, config.lora)
-    result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config.train, accelerator, progress)
+    result = train_lora(
+        model, backbone.tokenizer, backbone.answer_ids, train, val, config.train, accelerator, progress,
+        fit_name=f"LoRA on periods {config.train_periods}", answer_tokens=backbone.answer_tokens,
+    )  # fmt: skip
     model = accelerator.unwrap_model(model)
     out = Path(config.out)
     summary = {
@@ -159,6 +162,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         "best_val_auc": result.best_val_auc,
         "best_step": result.best_step,
         "steps": result.steps,
+        "kept_starting_adapter": result.kept_start,
         "train_seconds": round(result.seconds, 1),
         "train_samples_per_second": round(result.train_samples_per_second, 2),
         "history": result.history,
@@ -170,6 +174,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         out / "adapter",
         backbone,
         template,
+        config.cutoff,
         {
             "periods": config.train_periods,
             "dataset": config.data.name,

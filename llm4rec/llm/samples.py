@@ -24,6 +24,7 @@ import pandas as pd
 from llm4rec.data.store import cache_dir
 from llm4rec.errors import ConfigError
 from llm4rec.io import atomic_directory
+from llm4rec.llm.backbone import tokenizer_fingerprint
 from llm4rec.llm.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,12 @@ def title_lookup(items: pd.DataFrame) -> dict[str, str]:
     return {k: v for k, v in titles.items() if isinstance(v, str) and v}
 
 
-def newest_history(history: list, liked: list, disliked: list, keep: int) -> tuple[list, list]:
-    """The liked / disliked items among the newest ``keep`` of ``history`` (liked and disliked are
-    ``history`` split by label, order kept, so what stays of each is a suffix)."""
-    n_liked = n_disliked = 0
-    i, j = len(liked), len(disliked)
-    for item in reversed(history[len(history) - keep :] if keep else []):
-        # Walk back from the newest item; it is the last not-yet-taken element of one of the two lists.
-        if i > 0 and liked[i - 1] == item:
-            i, n_liked = i - 1, n_liked + 1
-        else:
-            j, n_disliked = j - 1, n_disliked + 1
-    return liked[len(liked) - n_liked :], disliked[len(disliked) - n_disliked :]
+def newest_history(history: list, labels: list, keep: int) -> tuple[list, list]:
+    """The liked / disliked items among the newest ``keep`` of ``history`` (oldest first), each by its own
+    label (an item can occur twice with different labels)."""
+    newest = slice(len(history) - keep, None) if keep else slice(0, 0)
+    pairs = list(zip(history[newest], labels[newest], strict=True))
+    return [item for item, y in pairs if y == 1], [item for item, y in pairs if y != 1]
 
 
 def render_prompts(rows: pd.DataFrame, titles: dict[str, str], template: PromptTemplate) -> list[str]:
@@ -69,10 +64,10 @@ def fixed_prompt_length(template: PromptTemplate, tokenizer, target: str = "") -
 
 def _fit_prompt(row, titles: dict[str, str], template: PromptTemplate, tokenizer, cutoff: int):
     """(history items kept, prompt, token ids) for the longest newest-history suffix that fits ``cutoff``."""
-    history, liked, disliked = list(row.history_item_ids), list(row.liked_item_ids), list(row.disliked_item_ids)
+    history, labels = list(row.history_item_ids), list(row.history_labels)
 
     def attempt(keep: int) -> tuple[str, list[int]]:
-        kept_liked, kept_disliked = newest_history(history, liked, disliked, keep)
+        kept_liked, kept_disliked = newest_history(history, labels, keep)
         text = template.render(
             [titles.get(i, i) for i in kept_liked],
             [titles.get(i, i) for i in kept_disliked],
@@ -116,14 +111,6 @@ def tokenize_with_cutoff(
     if too_long:
         log.info("%d of %d prompts cut to %d tokens (oldest history titles dropped)", len(too_long), len(ids), cutoff)
     return prompts, ids, kept
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    digest = hashlib.sha256()
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    digest.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
-    digest.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
-    return digest.hexdigest()[:16]
 
 
 def samples_key(

@@ -3,8 +3,12 @@
 Prompts are sorted by length so a batch pads little, padded on the left so
 every row's last position is its own last prompt token, and given explicit
 position ids so padding does not shift the positions of the real tokens.
-Only the last position's logits are computed (``logits_to_keep``) and
-P(Yes) is the softmax over the two answer tokens' logits there.
+Only the last position goes through the output layer (``logits_to_keep``),
+and the answer tokens' logits are computed again there in fp32 from the
+final hidden state (the output layer's input, caught by a hook): in bf16 the
+model's own logits are rounded before any cast (logit(Yes) is about 29.5 on
+SmolLM2, where bf16 steps are 0.125), so scores computed from them tie.
+P(Yes) is the softmax over the two answer tokens' logits.
 
 All prompts of a template begin with the same instruction (69 of the 167
 tokens of an average ML-100K prompt). Its keys and values are computed once
@@ -17,6 +21,7 @@ probabilities stay on the device until the end: no host-device sync per batch.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Iterator, Sequence
 
@@ -53,9 +58,55 @@ def last_position(input_ids: torch.Tensor) -> torch.Tensor:
     return torch.arange(input_ids.shape[1] - 1, input_ids.shape[1], device=input_ids.device)
 
 
-def last_token_logits(model, input_ids: torch.Tensor, mask: torch.Tensor, **forward_kwargs) -> torch.Tensor:
-    """[batch, vocab] logits at each row's last position (``forward_kwargs``: e.g. peft's ``adapter_names``)."""
-    out = model(
+def output_layer(model) -> torch.nn.Module | None:
+    """The layer that maps final hidden states to vocabulary logits (``lm_head``), under any wrappers."""
+    return _base_model(model).get_output_embeddings()
+
+
+@contextlib.contextmanager
+def final_hidden_states(model) -> Iterator[list[torch.Tensor]]:
+    """Within the block, each forward appends the output layer's input (the final, normed hidden states at the
+    positions ``logits_to_keep`` kept) to the yielded list."""
+    caught: list[torch.Tensor] = []
+    layer = output_layer(model)
+    handle = layer.register_forward_hook(lambda _module, inputs, _output: caught.append(inputs[0]))
+    try:
+        yield caught
+    finally:
+        handle.remove()
+
+
+def head_logits(model, hidden: torch.Tensor, token_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """fp32 logits of ``token_ids`` (all tokens when None) from final hidden states ``hidden`` [..., hidden].
+
+    The output layer's weight rows are cast to fp32 before the product, so bf16 weights and activations give
+    logits with fp32 resolution. Final-logit soft-capping (Gemma-2) is applied where the config has it."""
+    layer = output_layer(model)
+    weight = layer.weight if token_ids is None else layer.weight[list(token_ids)]
+    bias = getattr(layer, "bias", None)
+    if bias is not None and token_ids is not None:
+        bias = bias[list(token_ids)]
+    logits = torch.nn.functional.linear(hidden.float(), weight.float(), None if bias is None else bias.float())
+    cap = getattr(_base_model(model).config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def head_is_exact(model) -> bool:
+    """Whether :func:`head_logits` is what the model computes: a plain linear output layer (not one with a LoRA
+    of its own, whose delta the base weight lacks) and no logit scaling."""
+    layer = output_layer(model)
+    config = _base_model(model).config
+    return type(layer) is torch.nn.Linear and getattr(config, "logit_scale", None) in (None, 1.0)
+
+
+def last_token_logits(
+    model, input_ids: torch.Tensor, mask: torch.Tensor, token_ids: Sequence[int] | None = None, **forward_kwargs
+) -> torch.Tensor:
+    """fp32 logits [batch, len(token_ids) or vocab] at each row's last position (``forward_kwargs``: e.g. peft's
+    ``adapter_names``)."""
+    return _logits_at_last_position(
+        model,
+        token_ids,
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=position_ids(mask),
@@ -63,13 +114,27 @@ def last_token_logits(model, input_ids: torch.Tensor, mask: torch.Tensor, **forw
         use_cache=False,
         **forward_kwargs,
     )
-    return out.logits[:, -1, :]
 
 
-def answer_probability(logits: torch.Tensor, answer_ids: tuple[int, int]) -> torch.Tensor:
-    """P(positive answer) from last-position logits: softmax over the two answer tokens, in fp32."""
-    pair = logits[:, list(answer_ids)].float()
-    return torch.softmax(pair, dim=-1)[:, 0]
+def _logits_at_last_position(model, token_ids: Sequence[int] | None, **forward_arguments) -> torch.Tensor:
+    if not head_is_exact(model):  # the model's own logits, as computed (and in its dtype's resolution)
+        logits = model(**forward_arguments).logits[:, -1, :].float()
+        return logits if token_ids is None else logits[:, list(token_ids)]
+    with final_hidden_states(model) as caught:
+        model(**forward_arguments)
+    return head_logits(model, caught[-1][:, -1, :], token_ids)
+
+
+def answer_margin(pair: torch.Tensor) -> torch.Tensor:
+    """logit(Yes) - logit(No) from [batch, 2] (positive, negative) logits, in fp32: P(Yes) = sigmoid(margin) =
+    the softmax over the two answer logits."""
+    pair = pair.float()
+    return pair[:, 0] - pair[:, 1]
+
+
+def answer_probability(pair: torch.Tensor) -> torch.Tensor:
+    """P(positive answer) from [batch, 2] (positive, negative) logits: their softmax, in fp32."""
+    return torch.softmax(pair.float(), dim=-1)[:, 0]
 
 
 def length_sorted_batches(lengths: list[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -142,10 +207,12 @@ def last_token_logits_after_prefix(
     input_ids: torch.Tensor,
     mask: torch.Tensor,
     prefix_rows: torch.Tensor | None = None,
+    token_ids: Sequence[int] | None = None,
     **forward_kwargs,
 ) -> torch.Tensor:
-    """[batch, vocab] logits at each row's last position, every row continuing a prefix of ``states`` (row
-    ``prefix_rows[i]`` of them; the only one when None). ``input_ids``/``mask``: the left-padded tails."""
+    """fp32 logits [batch, len(token_ids) or vocab] at each row's last position, every row continuing a prefix of
+    ``states`` (row ``prefix_rows[i]`` of them; the only one when None). ``input_ids``/``mask``: the left-padded
+    tails."""
     from transformers import DynamicCache
 
     batch, prefix_length = input_ids.shape[0], states[0][0].shape[-2]
@@ -156,7 +223,9 @@ def last_token_logits_after_prefix(
         return states_of_layer.index_select(0, prefix_rows)
 
     cache = DynamicCache(ddp_cache_data=[(rows(keys), rows(values)) for keys, values in states])
-    out = model(
+    return _logits_at_last_position(
+        model,
+        token_ids,
         input_ids=input_ids,
         attention_mask=torch.cat([mask.new_ones(batch, prefix_length), mask], dim=1),
         position_ids=prefix_length + position_ids(mask),
@@ -165,7 +234,6 @@ def last_token_logits_after_prefix(
         **{_cache_argument(model): cache},
         **forward_kwargs,
     )
-    return out.logits[:, -1, :]
 
 
 # ---------------------------------------------------------------- scoring many prompts
@@ -188,9 +256,10 @@ def iter_last_token_logits(
     progress: bool = False,
     desc: str = "scoring",
     share_prefix: bool = True,
+    token_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(indices, logits) for each length-sorted batch: logits [len(indices), vocab] at each prompt's last position,
-    on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked once per adapter and run
+    """(indices, logits) for each length-sorted batch: fp32 logits [len(indices), len(token_ids) or vocab] at each
+    prompt's last position, on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked once per adapter and run
     as one mixed-adapter batch: logits [len(adapters) * len(indices), vocab], adapter-major. ``batch_size`` counts
     the rows of a forward pass, so with k adapters a batch holds ``batch_size // k`` prompts: a mixed pass takes
     no more memory than one adapter's (and on a CPU, larger forwards run slower per row). The shared prompt
@@ -214,9 +283,11 @@ def iter_last_token_logits(
             forward_kwargs["adapter_names"] = [name for name in adapters for _ in batch]
             prefix_rows = torch.arange(copies, device=device).repeat_interleave(len(batch))
         if states is None:
-            logits = last_token_logits(model, input_ids, mask, **forward_kwargs)
+            logits = last_token_logits(model, input_ids, mask, token_ids, **forward_kwargs)
         else:
-            logits = last_token_logits_after_prefix(model, states, input_ids, mask, prefix_rows, **forward_kwargs)
+            logits = last_token_logits_after_prefix(
+                model, states, input_ids, mask, prefix_rows, token_ids, **forward_kwargs
+            )
         yield batch, logits
 
 
@@ -242,8 +313,10 @@ def score_sequences(
     was_training = model.training
     model.eval()
     batches, values = [], []
-    for batch, logits in iter_last_token_logits(model, sequences, pad_id, batch_size, device, progress=progress):
+    for batch, logits in iter_last_token_logits(
+        model, sequences, pad_id, batch_size, device, progress=progress, token_ids=answer_ids
+    ):
         batches.append(batch)
-        values.append(answer_probability(logits, answer_ids)[None])
+        values.append(answer_probability(logits)[None])
     model.train(was_training)
     return in_input_order(batches, values, len(sequences))[0]

@@ -11,10 +11,12 @@ It is a small domain model, not a pretrained LLM, and is named as such.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -211,9 +213,32 @@ def pretrain(
     return accelerator.unwrap_model(model), losses
 
 
-def default_pretraining_periods(timeline: Timeline) -> list[int]:
+def default_pretraining_periods(n_periods: int) -> list[int]:
     """The first half of the periods: the later half stays unseen for training and testing methods on it."""
-    return list(range(max(1, timeline.n_periods // 2)))
+    return list(range(max(1, n_periods // 2)))
+
+
+def check_pretraining_periods(periods: list[int], first_tested: int, where: str) -> None:
+    """A backbone pre-trained on a tested period has seen its labels: refuse, naming the periods."""
+    seen = sorted(p for p in periods if p >= first_tested)
+    if seen:
+        raise ConfigError(
+            f"{where}: the scratch backbone is pre-trained on periods {periods}, but periods from {first_tested} on "
+            f"are tested, so it would have seen the labels of tested period(s) {seen}; pre-train it on periods "
+            f"before {first_tested} only (build_backbone.periods / --periods) or test later periods"
+        )
+
+
+def check_backbone_directory(path: str | Path, dataset: str, first_tested: int) -> None:
+    """The check above for an existing scratch backbone, from the periods its ``llm4rec.json`` records (a backbone
+    of another dataset, or not a scratch one, has no periods of this one)."""
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    if isinstance(meta, dict) and meta.get("kind") == "scratch-backbone" and meta.get("dataset") == dataset:
+        check_pretraining_periods(list(meta.get("periods") or []), first_tested, str(meta_path))
 
 
 def build_scratch_backbone(
@@ -238,7 +263,7 @@ def build_scratch_backbone(
     if unknown:
         raise ConfigError(f"unknown backbone settings {unknown}; settings: {sorted(known)}")
     preset = replace(preset, **{k: v for k, v in overrides.items() if v is not None})
-    periods = default_pretraining_periods(timeline) if periods is None else sorted(set(periods))
+    periods = default_pretraining_periods(timeline.n_periods) if periods is None else sorted(set(periods))
     started = time.perf_counter()
     prompts, answers = pretraining_texts(timeline, periods, template, preset.max_samples, seed)
     tokenizer = train_tokenizer([p + a for p, a in zip(prompts, answers, strict=True)], preset.vocab_size)

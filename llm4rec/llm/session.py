@@ -163,6 +163,9 @@ class LoraSession:
             train,
             self.accelerator,
             self.progress,
+            keep_start=start_from is not None,
+            fit_name=f"{name} ({role})",
+            answer_tokens=self.backbone.answer_tokens,
         )
         if self.accelerator is not None:
             self.model = self.accelerator.unwrap_model(self.model)
@@ -175,6 +178,7 @@ class LoraSession:
             "best_val_auc": result.best_val_auc,
             "best_step": result.best_step,
             "steps": result.steps,
+            "kept_starting_adapter": result.kept_start,
             "seconds": round(time.perf_counter() - started, 1),
             "train_samples_per_second": round(result.train_samples_per_second, 2),
             "history": result.history,
@@ -186,6 +190,7 @@ class LoraSession:
                 path,
                 self.backbone,
                 self.template,
+                self.cutoff,
                 {"recipe_key": key, **description, "lora": asdict(self.lora), "training": summary},
             )
         self.wait()

@@ -25,6 +25,7 @@ validation set is the training periods' own val split, never the test period.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -40,6 +41,9 @@ from llm4rec.eval import metrics
 from llm4rec.llm.adapters import quiet_peft_warnings
 from llm4rec.llm.score import (
     MIN_SHARED_PREFIX,
+    final_hidden_states,
+    head_is_exact,
+    head_logits,
     last_token_logits,
     last_token_logits_after_prefix,
     left_pad,
@@ -83,7 +87,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     max_grad_norm: float = 1.0
     eval_every: int = 0  # optimizer steps between evaluations; 0 = once per epoch
-    eval_at_start: bool = True  # the untrained adapter is a candidate too (LoRA starts as the identity)
+    eval_at_start: bool = True  # fine-tuning: the starting (trained) adapter is a candidate; a fresh one never is
     patience: int = 2  # evaluations without a better val AUC before stopping
     max_train_samples: int | None = None  # a seeded sample of the training set (None = all)
     max_val_samples: int | None = 1000
@@ -114,10 +118,12 @@ class TrainConfig:
 class TrainResult:
     best_val_auc: float
     best_step: int
-    steps: int
+    steps: int  # optimizer steps taken (fewer than planned when early stopping ended the fit)
+    planned_steps: int  # the steps the learning-rate schedule was laid out over
     history: list[dict]  # one entry per evaluation: step, epoch, train_loss, val_auc, learning_rate
     seconds: float
     train_samples_per_second: float
+    kept_start: bool = False  # best step 0: the starting adapter (fine-tuning) beat every update on val
 
 
 def attach_lora(model, settings: LoraSettings, adapter_name: str = "default"):
@@ -165,8 +171,8 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
 
 def answer_loss(model, input_ids, mask, targets) -> torch.Tensor:
     """Cross-entropy of the answer token at the last prompt position."""
-    logits = last_token_logits(model, input_ids, mask)
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
+    logits = last_token_logits(model, input_ids, mask)  # fp32, from the final hidden state
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 def shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, targets) -> torch.Tensor:
@@ -174,7 +180,7 @@ def shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, targets) -> to
     runs once and every row continues from its keys and values (their gradients sum over the rows)."""
     states = prefix_states(model, prefix_ids)
     logits = last_token_logits_after_prefix(model, states, input_ids, mask)
-    return torch.nn.functional.cross_entropy(logits.float(), targets)
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 def shares_prompt_prefix(model, adapter: str, config: TrainConfig) -> bool:
@@ -191,10 +197,16 @@ def shares_prompt_prefix(model, adapter: str, config: TrainConfig) -> bool:
 
 
 def full_sequence_loss(model, input_ids, mask) -> torch.Tensor:
-    """Causal-LM loss over every real token (``train_on_inputs``): the answer token is already appended."""
+    """Causal-LM loss over every real token (``train_on_inputs``): prompt, the whole answer and EOS, as TALLRec
+    and the LSAT code train. The logits of every position are taken in fp32 from the final hidden states."""
     # Pads and each row's first token (after a pad under left padding) are no targets.
     labels = input_ids.masked_fill((mask == 0) | (mask.cumsum(-1) == 1), -100)
-    return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
+    if not head_is_exact(model):
+        return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
+    with final_hidden_states(model) as caught:
+        model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=0)
+    logits = head_logits(model, caught[-1][:, :-1, :])
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
 def _sample(dataset, limit: int | None, seed: int):
@@ -208,6 +220,52 @@ def validation_auc(model, val, answer_ids, pad_id, batch_size, device) -> float:
     return metrics.auc(np.asarray(val["label"]), p)
 
 
+def plan_steps(
+    lengths: np.ndarray, config: TrainConfig, world: int, rank: int, rng: np.random.Generator
+) -> list[list[list[np.ndarray]]]:
+    """This process's training as epochs -> optimizer steps -> micro-batches (row indices).
+
+    Every process gets the same number of micro-batches per epoch (every ``world``-th batch; the last few
+    batches of an epoch that do not fill a round across processes are left to the next epoch's shuffle). A step
+    accumulates ``gradient_accumulation_steps`` micro-batches; an epoch's last step takes what remains, so no
+    micro-batch's gradient is dropped and the step count is known before training starts."""
+    plan = []
+    for _ in range(config.epochs):
+        if config.group_by_length:
+            batches = length_grouped_batches(lengths, config.batch_size, rng)
+        else:
+            order = rng.permutation(len(lengths))
+            batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches = batches[: len(batches) // world * world] or batches[:world]  # equal count per process
+        mine = batches[rank::world]
+        k = config.gradient_accumulation_steps
+        plan.append([mine[i : i + k] for i in range(0, len(mine), k)])
+    return plan
+
+
+class BestAdapter:
+    """The adapter state with the best val AUC so far (a copy of its LoRA weights)."""
+
+    def __init__(self, model, adapter: str) -> None:
+        self.model, self.adapter = model, adapter
+        self.auc, self.step, self.state = -math.inf, 0, None
+
+    def offer(self, auc: float, step: int) -> bool:
+        """Keep the current weights when ``auc`` beats the best so far; True when it did."""
+        from peft import get_peft_model_state_dict
+
+        if self.state is not None and not auc > self.auc:
+            return False
+        state = get_peft_model_state_dict(self.model, adapter_name=self.adapter)
+        self.auc, self.step, self.state = auc, step, {k: v.detach().clone() for k, v in state.items()}
+        return True
+
+    def restore(self) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, self.state, adapter_name=self.adapter)
+
+
 def train_lora(
     model,
     tokenizer,
@@ -217,17 +275,31 @@ def train_lora(
     config: TrainConfig,
     accelerator=None,
     progress: bool = True,
+    keep_start: bool = False,
+    fit_name: str = "LoRA fit",
+    answer_tokens: dict[int, list[int]] | None = None,
 ) -> TrainResult:
-    """Train the active adapter of PeftModel ``model`` on ``train`` (a samples Dataset); keep the best on ``val``."""
+    """Train the active adapter of PeftModel ``model`` on ``train`` (a samples Dataset); keep the best on ``val``.
+
+    ``keep_start``: the starting adapter is a candidate too (fine-tuning an adapter that was trained before, with
+    ``config.eval_at_start``); a fresh LoRA is the identity, so for it the candidates are the trained states only,
+    never the bare backbone in disguise. A best step of 0 (the starting adapter kept) is logged as a warning and
+    reported in ``TrainResult.kept_start``. ``answer_tokens`` (label -> the whole answer and EOS, as
+    :func:`~llm4rec.llm.backbone.answer_continuations` gives) is needed with ``train_on_inputs``. Gradient
+    accumulation is done here (``accelerator`` must not
+    accumulate itself): see :func:`plan_steps`."""
     from accelerate import Accelerator
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import get_linear_schedule_with_warmup
 
     if accelerator is None:
-        accelerator = Accelerator(
-            gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision
+        accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    if accelerator.gradient_accumulation_steps != 1:
+        raise ConfigError(
+            "train_lora accumulates gradients itself (train.gradient_accumulation_steps); create the Accelerator "
+            "without gradient_accumulation_steps"
         )
     if len(train) == 0 or len(val) == 0:
-        raise ConfigError(f"training needs samples: got {len(train)} train and {len(val)} val samples")
+        raise ConfigError(f"{fit_name}: training needs samples, got {len(train)} train and {len(val)} val samples")
     train, val = (
         _sample(train, config.max_train_samples, config.seed),
         _sample(val, config.max_val_samples, config.seed),
@@ -237,17 +309,16 @@ def train_lora(
     sequences, labels = train["input_ids"], np.asarray(train["label"])
     lengths = np.asarray([len(s) for s in sequences])
     if config.train_on_inputs:
-        answer_of = {1: answer_ids[0], 0: answer_ids[1]}
-        sequences = [s + [answer_of[int(y)]] for s, y in zip(sequences, labels, strict=True)]
+        if answer_tokens is None:
+            raise ConfigError(f"{fit_name}: train_on_inputs needs the answers' tokens (Backbone.answer_tokens)")
+        sequences = [s + answer_tokens[int(y)] for s, y in zip(sequences, labels, strict=True)]
     targets = torch.as_tensor(np.where(labels == 1, answer_ids[0], answer_ids[1]))
     world, rank = accelerator.num_processes, accelerator.process_index
-    batches_per_epoch = len(range(0, len(sequences), config.batch_size * world))
-    steps = math.ceil(batches_per_epoch * config.epochs / config.gradient_accumulation_steps)
+    plan = plan_steps(lengths, config, world, rank, rng)
+    steps = sum(len(epoch) for epoch in plan)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    from transformers import get_linear_schedule_with_warmup
-
     # accelerate's prepared scheduler advances once per process at each optimizer step (its convention for
     # sharded data), so the schedule is laid out over the steps of all processes together.
     total = steps * world
@@ -255,16 +326,25 @@ def train_lora(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     plain = accelerator.unwrap_model(model)
-    adapter = plain.active_adapter
-    prefix_length, prefix_ids, tails = 0, None, sequences
-    if shares_prompt_prefix(plain, adapter, config):
+    prefix_ids, tails = None, sequences
+    if shares_prompt_prefix(plain, plain.active_adapter, config):
         prefix_length = shared_prefix_length(sequences)
         if prefix_length >= MIN_SHARED_PREFIX:
             prefix_ids = torch.tensor([sequences[0][:prefix_length]], device=device)
             tails = [seq[prefix_length:] for seq in sequences]
 
+    def micro_batch_loss(batch: np.ndarray) -> torch.Tensor:
+        input_ids, mask = left_pad([tails[i] for i in batch], pad_id)
+        input_ids, mask = to_device(input_ids, device), to_device(mask, device)
+        if config.train_on_inputs:
+            return full_sequence_loss(model, input_ids, mask)
+        batch_targets = to_device(targets[batch], device)
+        if prefix_ids is not None:
+            return shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, batch_targets)
+        return answer_loss(model, input_ids, mask, batch_targets)
+
+    best = BestAdapter(plain, plain.active_adapter)
     history: list[dict] = []
-    best = {"auc": -math.inf, "step": 0, "state": None}
     waited, eval_seconds = 0, 0.0
     recent: collections.deque[torch.Tensor] = collections.deque(maxlen=50)  # losses stay on the device
 
@@ -278,90 +358,72 @@ def train_lora(
             torch.cuda.synchronize(device)
         eval_started = time.perf_counter()
         auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
+        if math.isnan(auc):
+            y = np.asarray(val["label"])
+            raise ConfigError(
+                f"{fit_name}: the val AUC at step {step} is NaN ({len(y)} val samples, {int(y.sum())} positive): "
+                "AUC needs both classes in the val split, or the scores are NaN (a diverged fit: lower the "
+                "learning rate); raise samples.val / train.max_val_samples or pick other periods"
+            )
         train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
-        learning_rate = optimizer.param_groups[0]["lr"]
-        history.append(
-            {
-                "step": step,
-                "epoch": round(epoch, 3),
-                "train_loss": train_loss,
-                "val_auc": auc,
-                "learning_rate": learning_rate,
-            }
-        )
+        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss, "val_auc": auc,
+                        "learning_rate": optimizer.param_groups[0]["lr"]})  # fmt: skip
         if accelerator.is_main_process:
             line = f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}"
-            if progress:
-                tqdm.write(line)
-            else:
-                log.info(line)
-        if auc > best["auc"] or best["state"] is None:
-            state = get_peft_model_state_dict(plain, adapter_name=adapter)
-            best.update(auc=auc, step=step, state={k: v.detach().clone() for k, v in state.items()})
-            waited = 0
-        else:
-            waited += 1
+            tqdm.write(line) if progress else log.info(line)
+        waited = 0 if best.offer(auc, step) else waited + 1
         model.train()
         eval_seconds += time.perf_counter() - eval_started
         return waited >= config.patience
 
     started = time.perf_counter()
     model.train()
-    if config.eval_at_start:
+    if keep_start and config.eval_at_start:
         evaluate(0, 0.0, float("nan"))
     step, seen, stop = 0, 0, False
     bar = tqdm(total=steps, desc="LoRA training", unit="step", disable=not (progress and accelerator.is_main_process))
-    for epoch in range(config.epochs):
-        if config.group_by_length:
-            batches = length_grouped_batches(lengths, config.batch_size, rng)
-        else:
-            order = rng.permutation(len(lengths))
-            batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        batches = batches[: len(batches) // world * world] or batches[:world]  # equal count per process
-        mine = batches[rank::world]
-        for index, batch in enumerate(mine):
-            with accelerator.accumulate(model):
-                input_ids, mask = left_pad([tails[i] for i in batch], pad_id)
-                input_ids, mask = to_device(input_ids, device), to_device(mask, device)
-                if config.train_on_inputs:
-                    loss = full_sequence_loss(model, input_ids, mask)
-                elif prefix_ids is not None:
-                    batch_targets = to_device(targets[batch], device)
-                    loss = shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, batch_targets)
-                else:
-                    loss = answer_loss(model, input_ids, mask, to_device(targets[batch], device))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            seen += len(batch) * world
-            recent.append(loss.detach())
-            if not accelerator.sync_gradients:
-                continue
+    for epoch, epoch_steps in enumerate(plan):
+        for index, micro_batches in enumerate(epoch_steps):
+            rows = sum(len(b) for b in micro_batches)
+            for k, batch in enumerate(micro_batches):
+                # The gradients of a step's micro-batches add up locally; processes sync on the last one.
+                syncing = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
+                with syncing:
+                    loss = micro_batch_loss(batch)
+                    accelerator.backward(loss * (len(batch) / rows))  # the step's mean over its rows
+                recent.append(loss.detach())
+            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += rows * world
             step += 1
             bar.update()
             if bar.disable is False and step % PROGRESS_EVERY == 0:
                 bar.set_postfix(loss=f"{recent_loss():.4f}")
             if config.eval_every and step % config.eval_every == 0:
-                stop = evaluate(step, epoch + (index + 1) / len(mine), recent_loss())
+                stop = evaluate(step, epoch + (index + 1) / len(epoch_steps), recent_loss())
                 if stop:
                     break
         if stop:
             break
-        if not config.eval_every and evaluate(step, epoch + 1.0, recent_loss()):
+        if not (config.eval_every and step % config.eval_every == 0) and evaluate(step, epoch + 1.0, recent_loss()):
             break
     bar.close()
     seconds = time.perf_counter() - started
-    set_peft_model_state_dict(plain, best["state"], adapter_name=adapter)
+    best.restore()
     model.eval()
-    log.info("best val AUC %.4f at step %d of %d", best["auc"], best["step"], step)
+    kept_start = best.step == 0
+    if kept_start and accelerator.is_main_process:
+        log.warning("%s: no update beat the starting adapter on val (AUC %.4f); it is kept", fit_name, best.auc)
+    log.info("%s: best val AUC %.4f at step %d of %d", fit_name, best.auc, best.step, step)
     return TrainResult(
-        best_val_auc=float(best["auc"]),
-        best_step=int(best["step"]),
+        best_val_auc=float(best.auc),
+        best_step=int(best.step),
         steps=step,
+        planned_steps=steps,
         history=history,
         seconds=seconds,
         train_samples_per_second=seen / max(seconds - eval_seconds, 1e-9),
+        kept_start=kept_start,
     )
