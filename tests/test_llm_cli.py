@@ -27,6 +27,7 @@ def write_run_config(path: Path, backbone: Path, out: Path) -> Path:
 backbone:
   model_name_or_path: {backbone}
 data: ml-100k
+cutoff: 120  # below most prompts' length: their oldest titles go
 train_periods: [1]
 lora: {{r: 4, alpha: 8}}
 train:
@@ -69,6 +70,7 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     assert summary["steps"] == 6  # 48 samples, batch 8, one process
     adapter_meta = json.loads((out / "adapter" / "llm4rec.json").read_text())
     assert adapter_meta["periods"] == [1] and adapter_meta["base_model"] == str(backbone)
+    assert adapter_meta["cutoff"] == 120
     trained = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert list(trained.columns) == ["user_id", "item_id", "label", "p_yes", "prompt"]
     assert trained["prompt"].str.endswith("### Response:\n").all()
@@ -81,6 +83,10 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     scored = pd.read_csv(predictions, keep_default_na=False)
     assert len(scored) == len(trained)
     pd.testing.assert_series_equal(scored["p_yes"], trained["p_yes"], atol=1e-6, rtol=0)  # same adapter, same scores
+    # predict took the adapter's cutoff: the default prompt limit would have scored longer prompts
+    uncut = tmp_path / "uncut.csv"
+    assert main([*argv, "--period", "2", "--out", str(uncut), "--cutoff", "512", "-q"]) == 0
+    assert (pd.read_csv(uncut)["p_yes"] - scored["p_yes"]).abs().max() > 1e-6
 
     # The base model alone scores differently from base + adapter.
     base_only = tmp_path / "base.csv"

@@ -18,7 +18,7 @@ REFERENCE_WRAPPER = (
 )
 REFERENCE_INSTRUCTION = (
     "Given the user's preference and unpreference, identify whether the user will like the target {kind} by "
-    "answering \"Yes.\" or \"No.\"."
+    'answering "Yes." or "No.".'
 )
 REFERENCE_INPUT = (
     "User Preference: {preference}\nUser Unpreference: {unpreference}\n"

@@ -73,7 +73,7 @@ def test_training_lowers_loss_and_raises_auc_then_save_load_scores_identically(
     out = save_adapter(model, tmp_path / "adapter", backbone, movie_template, 512, {"periods": [1]})
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     meta = json.loads((out / "llm4rec.json").read_text())
-    assert meta["periods"] == [1] and meta["base_fingerprint"] == backbone.fingerprint
+    assert meta["periods"] == [1] and meta["base_fingerprint"] == backbone.fingerprint and meta["cutoff"] == 512
 
     fresh = load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
     loaded = load_adapter(fresh, out)
@@ -94,7 +94,9 @@ def test_adapter_from_another_base_model_is_refused(backbone, movie_template, tm
 
 
 def test_adapter_without_safetensors_is_refused(backbone, movie_template, tmp_path):
-    adapter = save_adapter(attach_lora(backbone.model, LoraSettings()), tmp_path / "a", backbone, movie_template, 512, {})
+    adapter = save_adapter(
+        attach_lora(backbone.model, LoraSettings()), tmp_path / "a", backbone, movie_template, 512, {}
+    )
     (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
     with pytest.raises(ConfigError, match="only safetensors"):
         load_adapter(backbone, adapter)

@@ -127,6 +127,30 @@ def cmd_lsat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fewshot(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
+    import sys
+    import time
+
+    from llm4rec.config import load_config
+    from llm4rec.eval.report import ranked_seed_means, summary_table
+    from llm4rec.llm.fewshot import FewShotConfig, run_fewshot
+
+    config = load_config(FewShotConfig, args.config)
+    if args.out:
+        config.out = args.out
+    started = time.perf_counter()
+    rows = run_fewshot(config, progress=not args.quiet)
+    columns = ["method", "seeds", "auc", "gauc", "logloss", "seconds"]
+    print(
+        f"\n{config.data.name}, trained on period {config.train_period}, tested on {config.test_period} "
+        f"({rows[0].n:,} samples), mean ± std over seeds\n" + summary_table(ranked_seed_means(rows), columns)
+    )
+    print(f"{time.perf_counter() - started:.0f} s -> {config.out}/results.{{json,csv,md}}, adapters/", file=sys.stderr)
+    return 0
+
+
 def _load_for_prediction(backbone, adapter: str | None, manifest, batch_size: int, progress: bool):
     """(model, scorer or None): the bare base, one adapter, or an ensemble manifest's two adapters."""
     from llm4rec.llm.adapters import load_adapter
@@ -306,6 +330,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     lsat.add_argument("--out", help="override the config's output directory")
     lsat.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     lsat.set_defaults(func=cmd_lsat)
+
+    fewshot = commands.add_parser(
+        "fewshot",
+        help="TALLRec's few-shot table: LoRA on 16/64/256 samples over seeds, beside zero-shot and references",
+        description="For every sample count K and seed, train a fresh LoRA on K samples of a period's train split "
+        "(early-stopped on its val split) and test it on the next period, beside the backbone alone (zero-shot), "
+        "item popularity and other backbones alone, all on the same tested samples. Writes results.{json,csv,md} "
+        "(mean ± std over seeds) and the adapters.",
+    )
+    fewshot.add_argument("--config", required=True, help="a few-shot config YAML (see configs/llm/)")
+    fewshot.add_argument("--out", help="override the config's output directory")
+    fewshot.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    fewshot.set_defaults(func=cmd_fewshot)
 
     predict = commands.add_parser(
         "predict",

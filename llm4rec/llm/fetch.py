@@ -91,9 +91,7 @@ def fetch_backbone(name: str, out: str | Path, progress: bool = True) -> dict:
         log.info("%s: already fetched", out)
         return {**previous, "reused": True}
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(
-            f"--out {out}: exists and does not hold a fetched {name}; give a new directory or remove it"
-        )
+        raise ConfigError(f"--out {out}: exists and does not hold a fetched {name}; give a new directory or remove it")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="llm4rec-fetch-") as tmp:
         workdir = Path(tmp)

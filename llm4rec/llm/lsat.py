@@ -290,18 +290,29 @@ def write_predictions(directory: Path, predictions: dict[int, pd.DataFrame]) -> 
 
 
 def ensure_backbone(config: LsatConfig, timeline, template, accelerator, progress: bool) -> None:
-    """Build the scratch backbone named by the config when it does not exist yet (and ``build_backbone`` is set)."""
+    """Fetch (``fetch_backbone``) or build (``build_backbone``) the backbone named by the config when its directory
+    does not exist yet; refuse a scratch backbone pre-trained on a tested period."""
+    from llm4rec.llm.scratch import check_backbone_directory
+
+    if not config.backbone.model_name_or_path:  # a GGUF file alone
+        return
     path = Path(config.backbone.model_name_or_path)
     if path.is_dir():
-        from llm4rec.llm.scratch import check_backbone_directory
-
         check_backbone_directory(path, config.data.name, config.first_test_period)
-    if config.build_backbone is None or path.exists():
+    fetch, build = getattr(config, "fetch_backbone", None), getattr(config, "build_backbone", None)
+    if path.exists() or (build is None and fetch is None):
+        return
+    if fetch is not None:
+        if accelerator.is_main_process:
+            from llm4rec.llm.fetch import fetch_backbone
+
+            log.info("fetching %s into %s (first run only)", fetch, path)
+            fetch_backbone(fetch, path, progress)
+        accelerator.wait_for_everyone()
         return
     if accelerator.is_main_process:
         from llm4rec.llm.scratch import build_scratch_backbone
 
-        build = config.build_backbone
         log.info("building %s at %s (first run only)", build.preset, path)
         build_scratch_backbone(
             timeline, template, str(path), build.preset, build.periods, build.seed, config.cutoff, progress,
@@ -362,9 +373,7 @@ def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
         )  # fmt: skip
         if accelerator.is_main_process:  # results so far, so an interrupted run still leaves a table
             write_predictions(out / "predictions" / method.name, method.predictions)
-            write_results(
-                rows, out, title=f"LLM update methods on {config.data.name} ({backbone.config.name})"
-            )
+            write_results(rows, out, title=f"LLM update methods on {config.data.name} ({backbone.config.name})")
     seconds = time.perf_counter() - started
     summary = {
         "seconds": round(seconds, 1),

@@ -34,6 +34,21 @@ class ScratchBuildConfig:
     seed: int = 0
 
 
+def check_backbone_source(config) -> None:
+    """``fetch_backbone`` / ``build_backbone`` of a run config: a known name, one of the two, a directory to put it."""
+    fetch, build = getattr(config, "fetch_backbone", None), getattr(config, "build_backbone", None)
+    if fetch is not None:
+        from llm4rec.llm.fetch import get_offline_backbone
+
+        get_offline_backbone(fetch)
+        if build is not None:
+            raise ConfigError(
+                "fetch_backbone and build_backbone: give one of the two (fetch a pretrained LLM or build one)"
+            )
+    if (fetch is not None or build is not None) and not config.backbone.model_name_or_path:
+        raise ConfigError("backbone.model_name_or_path: name the directory the backbone is fetched or built into")
+
+
 @dataclass
 class LongTermConfig:
     periods: int = 6  # K: the long-term adapter learns periods 0..K-1 as full retraining would
@@ -107,6 +122,7 @@ class SampleLimits:
 class LsatConfig:
     backbone: BackboneConfig
     data: DataConfig | str = "ml-100k"  # a dataset name (its preset periods), a data YAML path, or a mapping
+    fetch_backbone: str | None = None  # e.g. smollm2-135m: fetched into backbone.model_name_or_path when missing
     build_backbone: ScratchBuildConfig | None = None
     template: str | None = None  # movie, book or a YAML path; None = the dataset's
     cutoff: int = 512
@@ -127,6 +143,7 @@ class LsatConfig:
         from llm4rec.llm.run import resolve_data_config
 
         self.data = resolve_data_config(self.data)
+        check_backbone_source(self)
         unknown = [m for m in self.methods if m not in METHOD_FAMILIES]
         if unknown or not self.methods:
             raise ConfigError(

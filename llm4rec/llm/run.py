@@ -37,6 +37,7 @@ def resolve_data_config(data: DataConfig | str) -> DataConfig:
 @dataclass
 class LoraRunConfig:
     backbone: BackboneConfig
+    fetch_backbone: str | None = None  # e.g. smollm2-135m: fetched into backbone.model_name_or_path when missing
     data: DataConfig | str = "ml-100k"  # a dataset name (its preset periods), a data YAML path, or a mapping
     template: str | None = None  # built-in (movie, book) or a YAML path; None = the dataset's built-in
     cutoff: int = 512
@@ -44,11 +45,15 @@ class LoraRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     train_periods: list[int] = field(default_factory=lambda: [5])  # their train split trains, their val split selects
     test_period: int | None = None  # default: the period after the last training period
+    max_test_samples: int | None = None  # a fixed draw of the test period's rows (the protocol's); None = all
     out: str = "runs/lora"
     score_batch_size: int = 64
 
     def __post_init__(self) -> None:
+        from llm4rec.llm.lsat_config import check_backbone_source
+
         self.data = resolve_data_config(self.data)
+        check_backbone_source(self)
         if not self.train_periods:
             raise ConfigError("train_periods: name at least one period")
         if self.test_period is None:
@@ -57,6 +62,10 @@ class LoraRunConfig:
             raise ConfigError(
                 f"test_period {self.test_period} must come after every training period ({self.train_periods})"
             )
+
+    @property
+    def first_test_period(self) -> int:
+        return self.test_period
 
 
 def write_predictions(path: str | Path, rows: pd.DataFrame, p: np.ndarray, prompts: list[str]) -> None:
@@ -116,14 +125,14 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     from accelerate import Accelerator
 
     from llm4rec.data.config import load_timeline
-    from llm4rec.eval.protocol import seed_everything
+    from llm4rec.eval.protocol import seed_everything, tested_samples
     from llm4rec.eval.report import markdown_table, write_results
     from llm4rec.io import write_json
     from llm4rec.llm.adapters import save_adapter
     from llm4rec.llm.backbone import load_backbone
+    from llm4rec.llm.lsat import ensure_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.samples import build_samples
-    from llm4rec.llm.scratch import check_backbone_directory
     from llm4rec.llm.train import attach_lora, train_lora
 
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
@@ -131,8 +140,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     for period in [*config.train_periods, config.test_period]:
         timeline.check_period(period)
     template = load_template(config.template or template_for_dataset(config.data.name))
-    if config.backbone.model_name_or_path and Path(config.backbone.model_name_or_path).is_dir():
-        check_backbone_directory(config.backbone.model_name_or_path, config.data.name, config.test_period)
+    ensure_backbone(config, timeline, template, accelerator, progress)
     backbone = load_backbone(config.backbone, template, accelerator.device)
 
     def tokenized(rows: pd.DataFrame):
@@ -140,7 +148,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
 
     table = timeline.table
     in_training = table["period"].isin(config.train_periods)
-    test_rows = timeline.period(config.test_period)
+    test_rows = tested_samples(timeline, config.test_period, config.max_test_samples)
     with accelerator.main_process_first():  # the first process tokenizes and caches, the others read the cache
         train = tokenized(table[in_training & (table["split"] == "train")])
         val = tokenized(table[in_training & (table["split"] == "val")])

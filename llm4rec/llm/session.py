@@ -111,13 +111,18 @@ class LoraSession:
         max_val_samples: int | None,
         description: dict,
         start_from: Path | None = None,
+        train_changes: dict | None = None,
     ) -> Path:
         """The adapter at ``path``: reused when its recipe is stored already, else trained and saved.
 
         ``start_from`` continues training an existing adapter (fine-tuning); with ``eval_at_start`` it stays
         the candidate to beat, so an update that does not raise the val AUC leaves the old adapter in place.
+        ``train_changes``: training settings of this fit only (e.g. its seed and epochs), part of the recipe.
         """
-        train = replace(self.train_config, max_train_samples=max_train_samples, max_val_samples=max_val_samples)
+        train = replace(
+            self.train_config, max_train_samples=max_train_samples, max_val_samples=max_val_samples,
+            **(train_changes or {}),
+        )  # fmt: skip
         key = self.recipe(
             train=asdict(train),
             train_rows=rows_key(train_rows),
