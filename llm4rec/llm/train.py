@@ -42,6 +42,7 @@ from llm4rec.llm.adapters import quiet_peft_warnings
 from llm4rec.llm.score import (
     MIN_SHARED_PREFIX,
     final_hidden_states,
+    output_layer,
     head_is_exact,
     head_logits,
     last_token_logits,
@@ -201,7 +202,7 @@ def full_sequence_loss(model, input_ids, mask) -> torch.Tensor:
     and the LSAT code train. The logits of every position are taken in fp32 from the final hidden states."""
     # Pads and each row's first token (after a pad under left padding) are no targets.
     labels = input_ids.masked_fill((mask == 0) | (mask.cumsum(-1) == 1), -100)
-    if not head_is_exact(model):
+    if not head_is_exact(model) or output_layer(model).weight.dtype == torch.float32:  # the model's loss is exact
         return model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), labels=labels).loss
     with final_hidden_states(model) as caught:
         model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=0)
@@ -407,13 +408,15 @@ def train_lora(
                     break
         if stop:
             break
-        if not (config.eval_every and step % config.eval_every == 0) and evaluate(step, epoch + 1.0, recent_loss()):
+        if not config.eval_every and evaluate(step, epoch + 1.0, recent_loss()):
             break
+    if not history or history[-1]["step"] != step:  # the final state is always a candidate
+        evaluate(step, float(len(plan)), recent_loss())
     bar.close()
     seconds = time.perf_counter() - started
     best.restore()
     model.eval()
-    kept_start = best.step == 0
+    kept_start = keep_start and best.step == 0
     if kept_start and accelerator.is_main_process:
         log.warning("%s: no update beat the starting adapter on val (AUC %.4f); it is kept", fit_name, best.auc)
     log.info("%s: best val AUC %.4f at step %d of %d", fit_name, best.auc, best.step, step)
