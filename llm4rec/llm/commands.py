@@ -36,6 +36,8 @@ def quiet_libraries() -> None:
 
 
 def cmd_backbone_fetch(args: argparse.Namespace) -> int:
+    if args.quiet:
+        quiet_libraries()
     from llm4rec.llm.fetch import fetch_backbone
 
     meta = fetch_backbone(args.name, args.out, progress=not args.quiet)

