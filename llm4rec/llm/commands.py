@@ -83,15 +83,30 @@ def cmd_backbone_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def add_run_options(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config``, ``--out`` and ``--quiet`` of a run command (read back by :func:`run_config`)."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--out", help="override the config's output directory")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def run_config(args: argparse.Namespace, config_class):
+    """The ``--config`` file of a run command as ``config_class``, ``--out`` applied (and libraries quiet under
+    ``--quiet``)."""
+    from llm4rec.config import load_config
+
     if args.quiet:
         quiet_libraries()
-    from llm4rec.config import load_config
-    from llm4rec.llm.run import LoraRunConfig, run_lora
-
-    config = load_config(LoraRunConfig, args.config)
+    config = load_config(config_class, args.config)
     if args.out:
         config.out = args.out
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from llm4rec.llm.run import LoraRunConfig, run_lora
+
+    config = run_config(args, LoraRunConfig)
     if args.gguf_file:
         config.backbone.gguf_file = args.gguf_file
     run_lora(config, progress=not args.quiet)
@@ -99,19 +114,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lsat(args: argparse.Namespace) -> int:
-    if args.quiet:
-        quiet_libraries()
     import sys
     import time
 
-    from llm4rec.config import load_config
     from llm4rec.eval.report import markdown_table, ranked_means, with_means
     from llm4rec.llm.lsat import run_lsat
     from llm4rec.llm.lsat_config import LsatConfig
 
-    config = load_config(LsatConfig, args.config)
-    if args.out:
-        config.out = args.out
+    config = run_config(args, LsatConfig)
     started = time.perf_counter()
     rows, _summary = run_lsat(config, progress=not args.quiet)
     rows = with_means(rows)
@@ -130,18 +140,13 @@ def cmd_lsat(args: argparse.Namespace) -> int:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    if args.quiet:
-        quiet_libraries()
     import sys
     import time
 
-    from llm4rec.config import load_config
     from llm4rec.eval.report import ranked_seed_means, summary_table
     from llm4rec.llm.fewshot import FewShotConfig, run_fewshot
 
-    config = load_config(FewShotConfig, args.config)
-    if args.out:
-        config.out = args.out
+    config = run_config(args, FewShotConfig)
     started = time.perf_counter()
     rows = run_fewshot(config, progress=not args.quiet)
     columns = ["method", "seeds", "auc", "gauc", "logloss", "seconds"]
@@ -311,12 +316,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "val split, save it to OUT/adapter and score the test period. Same as "
         "`accelerate launch scripts/train_lsat.py --config CONFIG`.",
     )
-    train.add_argument("--config", required=True, help="a LoRA run config YAML (see configs/llm/)")
-    train.add_argument("--out", help="override the config's output directory")
+    add_run_options(train, "a LoRA run config YAML (see configs/llm/)")
     train.add_argument(
         "--gguf-file", help="load the backbone from this GGUF file (dequantized), overriding backbone.gguf_file"
     )
-    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
     lsat = commands.add_parser(
@@ -328,9 +331,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "writes results.{json,csv,md}, plots and every adapter (merged ones load with PeftModel.from_pretrained). "
         "Same as `accelerate launch scripts/train_lsat.py --config CONFIG`.",
     )
-    lsat.add_argument("--config", required=True, help="an LSAT config YAML (see configs/lsat/)")
-    lsat.add_argument("--out", help="override the config's output directory")
-    lsat.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_run_options(lsat, "an LSAT config YAML (see configs/lsat/)")
     lsat.set_defaults(func=cmd_lsat)
 
     fewshot = commands.add_parser(
@@ -341,9 +342,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "item popularity and other backbones alone, all on the same tested samples. Writes results.{json,csv,md} "
         "(mean ± std over seeds) and the adapters.",
     )
-    fewshot.add_argument("--config", required=True, help="a few-shot config YAML (see configs/llm/)")
-    fewshot.add_argument("--out", help="override the config's output directory")
-    fewshot.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_run_options(fewshot, "a few-shot config YAML (see configs/llm/)")
     fewshot.set_defaults(func=cmd_fewshot)
 
     predict = commands.add_parser(
