@@ -165,8 +165,8 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         "dataset": config.data.name,
         "train_periods": config.train_periods,
         "test_period": config.test_period,
-        "n_train": len(train),
-        "n_val": len(val),
+        "n_train": min(len(train), config.train.max_train_samples or len(train)),  # what the fit saw
+        "n_val": min(len(val), config.train.max_val_samples or len(val)),
         "best_val_auc": result.best_val_auc,
         "best_step": result.best_step,
         "steps": result.steps,
