@@ -57,7 +57,6 @@ class FewShotConfig:
         from llm4rec.llm.run import resolve_data_config
 
         self.data = resolve_data_config(self.data)
-        check_backbone_source(self)
         if not self.shots or any(k < 1 for k in self.shots) or len(set(self.shots)) != len(self.shots):
             raise ConfigError(f"shots: expected distinct sample counts >= 1, got {self.shots}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -72,11 +71,7 @@ class FewShotConfig:
             raise ConfigError(
                 f"train_period: expected a period in 0..{n_periods - 2} (the next one is tested), got {self.train_period}"
             )
-        if self.build_backbone is not None:
-            from llm4rec.llm.scratch import check_pretraining_periods, default_pretraining_periods
-
-            periods = self.build_backbone.periods or default_pretraining_periods(n_periods)
-            check_pretraining_periods(periods, self.test_period, "build_backbone.periods")
+        check_backbone_source(self)
 
     @property
     def test_period(self) -> int:

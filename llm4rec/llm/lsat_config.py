@@ -35,7 +35,9 @@ class ScratchBuildConfig:
 
 
 def check_backbone_source(config) -> None:
-    """``fetch_backbone`` / ``build_backbone`` of a run config: a known name, one of the two, a directory to put it."""
+    """``fetch_backbone`` / ``build_backbone`` of a run config (one with ``data`` resolved and
+    ``first_test_period`` known): a known name, one of the two, a directory to put it, and a scratch build whose
+    pre-training periods end before the first tested period."""
     fetch, build = getattr(config, "fetch_backbone", None), getattr(config, "build_backbone", None)
     if fetch is not None:
         from llm4rec.llm.fetch import get_offline_backbone
@@ -47,6 +49,11 @@ def check_backbone_source(config) -> None:
             )
     if (fetch is not None or build is not None) and not config.backbone.model_name_or_path:
         raise ConfigError("backbone.model_name_or_path: name the directory the backbone is fetched or built into")
+    if build is not None:
+        from llm4rec.llm.scratch import check_pretraining_periods, default_pretraining_periods
+
+        periods = build.periods or default_pretraining_periods(config.data.periods.n_periods)
+        check_pretraining_periods(periods, config.first_test_period, "build_backbone.periods")
 
 
 @dataclass
@@ -143,7 +150,6 @@ class LsatConfig:
         from llm4rec.llm.run import resolve_data_config
 
         self.data = resolve_data_config(self.data)
-        check_backbone_source(self)
         unknown = [m for m in self.methods if m not in METHOD_FAMILIES]
         if unknown or not self.methods:
             raise ConfigError(
@@ -162,11 +168,7 @@ class LsatConfig:
                 f"{self.long_term.periods + 1}..{n_periods - 1} (the short-term adapter needs a period after K-1)"
             )
         self.last_test_period = last
-        if self.build_backbone is not None:
-            from llm4rec.llm.scratch import check_pretraining_periods, default_pretraining_periods
-
-            periods = self.build_backbone.periods or default_pretraining_periods(n_periods)
-            check_pretraining_periods(periods, self.first_test_period, "build_backbone.periods")
+        check_backbone_source(self)
         if self.score_batch_size < 1:
             raise ConfigError(f"score_batch_size: must be >= 1, got {self.score_batch_size}")
 

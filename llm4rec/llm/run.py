@@ -53,7 +53,6 @@ class LoraRunConfig:
         from llm4rec.llm.lsat_config import check_backbone_source
 
         self.data = resolve_data_config(self.data)
-        check_backbone_source(self)
         if not self.train_periods:
             raise ConfigError("train_periods: name at least one period")
         if self.test_period is None:
@@ -62,6 +61,7 @@ class LoraRunConfig:
             raise ConfigError(
                 f"test_period {self.test_period} must come after every training period ({self.train_periods})"
             )
+        check_backbone_source(self)
 
     @property
     def first_test_period(self) -> int:
@@ -165,8 +165,8 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         "dataset": config.data.name,
         "train_periods": config.train_periods,
         "test_period": config.test_period,
-        "n_train": min(len(train), config.train.max_train_samples or len(train)),  # what the fit saw
-        "n_val": min(len(val), config.train.max_val_samples or len(val)),
+        "n_train": result.n_train,
+        "n_val": result.n_val,
         "best_val_auc": result.best_val_auc,
         "best_step": result.best_step,
         "steps": result.steps,

@@ -259,8 +259,8 @@ def iter_last_token_logits(
     token_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(indices, logits) for each length-sorted batch: fp32 logits [len(indices), len(token_ids) or vocab] at each
-    prompt's last position, on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked once per adapter and run
-    as one mixed-adapter batch: logits [len(adapters) * len(indices), vocab], adapter-major. ``batch_size`` counts
+    prompt's last position, on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked
+    once per adapter and run as one mixed-adapter batch: logits [len(adapters) * len(indices), ...], adapter-major. ``batch_size`` counts
     the rows of a forward pass, so with k adapters a batch holds ``batch_size // k`` prompts: a mixed pass takes
     no more memory than one adapter's (and on a CPU, larger forwards run slower per row). The shared prompt
     prefix, when there is one, is computed once (once per adapter) and continued by every batch (unless

@@ -178,8 +178,8 @@ class LoraSession:
         self.model.eval()
         self.loaded[name] = path
         summary = {
-            "n_train": min(len(train_set), train.max_train_samples or len(train_set)),
-            "n_val": min(len(val_set), train.max_val_samples or len(val_set)),
+            "n_train": result.n_train,
+            "n_val": result.n_val,
             "best_val_auc": result.best_val_auc,
             "best_step": result.best_step,
             "steps": result.steps,

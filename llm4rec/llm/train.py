@@ -124,6 +124,8 @@ class TrainResult:
     history: list[dict]  # one entry per evaluation: step, epoch, train_loss, val_auc, learning_rate
     seconds: float
     train_samples_per_second: float
+    n_train: int  # the training and val samples the fit used (after max_train_samples / max_val_samples)
+    n_val: int
     kept_start: bool = False  # best step 0: the starting adapter (fine-tuning) beat every update on val
 
 
@@ -287,8 +289,7 @@ def train_lora(
     never the bare backbone in disguise. A best step of 0 (the starting adapter kept) is logged as a warning and
     reported in ``TrainResult.kept_start``. ``answer_tokens`` (label -> the whole answer and EOS, as
     :func:`~llm4rec.llm.backbone.answer_continuations` gives) is needed with ``train_on_inputs``. Gradient
-    accumulation is done here (``accelerator`` must not
-    accumulate itself): see :func:`plan_steps`."""
+    accumulation is done here, so ``accelerator`` must not accumulate itself: see :func:`plan_steps`."""
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -428,5 +429,7 @@ def train_lora(
         history=history,
         seconds=seconds,
         train_samples_per_second=seen / max(seconds - eval_seconds, 1e-9),
+        n_train=len(train),
+        n_val=len(val),
         kept_start=kept_start,
     )
