@@ -12,36 +12,10 @@ import importlib
 import json
 import logging
 import sys
-from pathlib import Path
 
 from llm4rec import __version__
+from llm4rec.command_options import add_data_options, data_config_from_args
 from llm4rec.errors import Llm4recError
-
-
-def comma_list(value: str) -> list[str]:
-    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the names of a comma-separated option."""
-    return [n.strip() for n in value.split(",") if n.strip()]
-
-
-def parse_seeds(value: str) -> list[int]:
-    """``--seeds 0,1,2``; anything but integers is an error naming the option."""
-    try:
-        return [int(s) for s in comma_list(value)]
-    except ValueError:
-        raise Llm4recError(f"--seeds: expected comma-separated integers such as 0,1,2, got {value!r}") from None
-
-
-def data_config_from_args(args: argparse.Namespace):
-    """The DataConfig named by ``--config`` (a YAML file) or by the dataset name's defaults."""
-    from llm4rec.config import load_config
-    from llm4rec.data.config import DataConfig, default_data_config
-
-    if getattr(args, "config", None):
-        config = load_config(DataConfig, args.config)
-        if args.dataset and args.dataset != config.name:
-            raise Llm4recError(f"--config {args.config} is for dataset {config.name!r}, not {args.dataset!r}")
-        return config
-    return default_data_config(args.dataset or "ml-100k")
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -114,7 +88,7 @@ def cmd_popularity(args: argparse.Namespace) -> int:
     from llm4rec.baselines.popularity import ItemPopularity
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
-    from llm4rec.eval.report import markdown_table, with_means, write_results
+    from llm4rec.eval.report import markdown_table, with_means, write_run
 
     config = data_config_from_args(args)
     timeline = load_timeline(config)
@@ -123,21 +97,9 @@ def cmd_popularity(args: argparse.Namespace) -> int:
     rows = with_means(rows)
     print(markdown_table(rows, ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]))
     if args.out:
-        from llm4rec.eval.plots import plot_metric_per_period
-
-        paths = write_results(rows, args.out, title=f"Item popularity on {config.name}")
-        plot_metric_per_period(rows, Path(args.out) / "auc_per_period.png", title=f"{config.name}: AUC per period")
-        print(f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}} and auc_per_period.png")
+        write_run(args.out, rows, title=f"Item popularity on {config.name}", plot_title=config.name)
+        print(f"results written to {args.out}/results.{{json,csv,md}}, auc_per_period.png and auc_mean.png")
     return 0
-
-
-def add_data_options(sub: argparse.ArgumentParser, positional: bool) -> None:
-    """``dataset`` (or ``--dataset``) and ``--config``: how a command picks its data; read by data_config_from_args."""
-    if positional:
-        sub.add_argument("dataset", nargs="?", help="ml-100k (default), ml-1m or amazon-books")
-    else:
-        sub.add_argument("--dataset", help="ml-100k (default), ml-1m or amazon-books")
-    sub.add_argument("--config", help="a data config YAML (see configs/data/) instead of the dataset defaults")
 
 
 # Modules that add their own subcommands: each has ``register(commands)`` taking the subparsers object.

@@ -11,7 +11,7 @@ import torch
 from llm4rec.bench.architectures import build_random_model, get_architecture
 from llm4rec.bench.data import LengthSpec, synthetic_data
 from llm4rec.bench.flops import forward_flops
-from llm4rec.bench.peer import peer_batch_loss, peer_generate_scores, peer_logits_scores, peer_trainer
+from llm4rec.bench.peer import CountingCollator, peer_generate_scores, peer_logits_scores, peer_trainer
 from llm4rec.cli import main
 from llm4rec.errors import ConfigError
 from llm4rec.llm.score import (
@@ -25,6 +25,14 @@ from llm4rec.llm.train import LoraSettings, answer_loss, attach_lora, shared_pre
 
 TINY = get_architecture("scratch-llama-tiny", vocab_size=256)
 LENGTHS = LengthSpec(28, 6, 20, 40)  # every row a different length: padding in each batch
+
+
+def peer_batch_loss(trainer, collator: CountingCollator, features: list[dict]) -> torch.Tensor:
+    """The loss the Trainer minimises on one batch of ``peer_training_set`` rows (its ``compute_loss``)."""
+    batch = collator(features)
+    inputs = {k: v.to(trainer.args.device) for k, v in batch.items()}
+    count = (inputs["labels"] != -100).sum()  # what the Trainer passes as num_items_in_batch
+    return trainer.compute_loss(trainer.model, inputs, num_items_in_batch=count)
 
 
 @pytest.fixture
@@ -167,12 +175,12 @@ def test_bench_cli_prints_a_json_line_per_measurement_and_tables(capsys, tmp_pat
 def test_training_shares_the_prompt_prefix_only_when_it_changes_nothing(one_thread):
     """With LoRA dropout the shared prefix would draw one dropout mask per batch, not one per row: "exact" (the
     default) shares only without dropout; "always" shares anyway; "never" never."""
-    from llm4rec.llm.train import TrainConfig, shares_prompt_prefix
+    from llm4rec.llm.train import LoraTrainConfig, shares_prompt_prefix
 
     model = attach_lora(build_random_model(TINY), LoraSettings(dropout=0.05), adapter_name="with_dropout")
     attach_lora(model, LoraSettings(dropout=0.0), adapter_name="without")
     decide = {
-        (adapter, mode): shares_prompt_prefix(model, adapter, TrainConfig(share_prompt_prefix=mode))
+        (adapter, mode): shares_prompt_prefix(model, adapter, LoraTrainConfig(share_prompt_prefix=mode))
         for adapter in ("with_dropout", "without")
         for mode in ("exact", "always", "never")
     }
@@ -184,6 +192,6 @@ def test_training_shares_the_prompt_prefix_only_when_it_changes_nothing(one_thre
         ("without", "always"): True,
         ("without", "never"): False,
     }
-    assert not shares_prompt_prefix(model, "without", TrainConfig(train_on_inputs=True))
+    assert not shares_prompt_prefix(model, "without", LoraTrainConfig(train_on_inputs=True))
     with pytest.raises(ConfigError, match="share_prompt_prefix"):
-        TrainConfig(share_prompt_prefix="yes")
+        LoraTrainConfig(share_prompt_prefix="yes")

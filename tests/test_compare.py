@@ -42,11 +42,6 @@ def experiment(tmp_path: Path, methods: list[str], backbone: Path | None = None,
     return path
 
 
-@pytest.fixture
-def prepared(ml100k_dir):
-    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
-
-
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``directory``: its bytes and modification time."""
     return {
@@ -74,12 +69,12 @@ def test_the_shipped_experiment_configs_load():
 
 def test_method_names_parse_for_both_sides():
     assert parse_method("Popularity").side == "reference"
-    assert parse_method("LLM-FT").family == "FT"
-    assert parse_method("LSAT-ta-dare_ties").merge_mode == "dare_ties"
+    assert parse_method("LLM-FT").entry.family == "FT"
+    assert parse_method("LSAT-ta-dare_ties").entry.merge_mode == "dare_ties"
     bu = parse_method("DeepFM-BU3+ReLoop2")
-    assert (bu.model, bu.method, bu.window) == ("DeepFM", "BU+ReLoop2", 3)
-    assert parse_method("EmbMLP-ASMG-GRU").method == "ASMG-GRU"
-    assert parse_method("DIN-ReLoop2").method == "ReLoop2"
+    assert (bu.model, bu.entry.config_name, bu.entry.window, bu.entry.with_memory) == ("DeepFM", "BU+ReLoop2", 3, True)
+    assert parse_method("EmbMLP-ASMG-GRU").entry.config_name == "ASMG-GRU"
+    assert parse_method("DIN-ReLoop2").entry.config_name == "ReLoop2"
 
 
 @pytest.mark.parametrize("name", ["FR", "DeepFM-BU", "DeepFM-IU+ReLoop2", "Foo-IU", "LSAT-ta-mean", "DeepFM-Nope"])
@@ -181,8 +176,10 @@ def test_an_interrupted_comparison_resumes_and_reuses_finished_results_byte_for_
     monkeypatch.setattr(
         runner.CtrSide, "method", lambda self, spec, seed: built.append(spec.name) or ctr_method(self, spec, seed)
     )
-    monkeypatch.setattr(
-        SingleAdapterMethod, "predict_proba", lambda self, s: scored.append(self.period) or predict(self, s)
+    monkeypatch.setattr(  # the tested period of the scored samples, less one: the period the method fitted through
+        SingleAdapterMethod,
+        "predict_proba",
+        lambda self, s: scored.append(int(s["period"].iloc[0]) - 1) or predict(self, s),
     )
     assert main(["compare", "--config", str(config), "--out", str(out), "-q"]) == 0
     assert built == ["MF-FR"]  # the finished CTR run is not even rebuilt

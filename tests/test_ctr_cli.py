@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from llm4rec.cli import main
 from llm4rec.config import load_config
@@ -25,20 +24,10 @@ train: {epochs: 2, batch_size: 256, learning_rate: 0.01}
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()  # the command sets torch's thread count
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # the command sets torch's thread count
 
 
-@pytest.fixture
-def prepared(cache, ml100k_dir, capsys):
-    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
-    capsys.readouterr()
-
-
-def test_periods_end_to_end(prepared, tmp_path, capsys):
+def test_periods_end_to_end(prepared_quietly, tmp_path, capsys):
     config = tmp_path / "ctr.yaml"
     config.write_text(TINY.replace("PROTOCOL", "periods"))
     out = tmp_path / "out"
@@ -63,7 +52,7 @@ def test_periods_end_to_end(prepared, tmp_path, capsys):
     assert set(training["DIN-FR"]) == {"1", "2", "3"}  # fitted through periods 1..3, tested 2..4
 
 
-def test_random_split_and_overrides(prepared, tmp_path, capsys):
+def test_random_split_and_overrides(prepared_quietly, tmp_path, capsys):
     config = tmp_path / "ctr.yaml"
     config.write_text(TINY.replace("PROTOCOL", "random"))
     out = tmp_path / "out"
@@ -92,7 +81,7 @@ def test_shipped_configs_load(name):
         (["--updates", "IU,online"], "updates: expected a non-empty list drawn from"),
     ],
 )
-def test_errors_are_one_clear_line(prepared, tmp_path, capsys, extra, message):
+def test_errors_are_one_clear_line(prepared_quietly, tmp_path, capsys, extra, message):
     config = tmp_path / "ctr.yaml"
     config.write_text(TINY.replace("PROTOCOL", "periods"))
     assert main(["ctr", "--config", str(config), *extra]) == 2

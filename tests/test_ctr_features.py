@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4rec.ctr.config import FeatureConfig
-from llm4rec.ctr.features import OOV, PAD, IdEncoder, build_feature_table, padded
+from llm4rec.ctr.features import OOV, PAD, FeatureConfig, IdEncoder, build_feature_table, padded
 from llm4rec.ctr.updates import timeline_features
 from llm4rec.data.periods import PeriodConfig, build_timeline
 from llm4rec.errors import ConfigError

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from llm4rec.config import from_dict
-from llm4rec.ctr.config import CtrConfig, ModelOptions, TrainConfig
+from llm4rec.ctr.config import CtrConfig
 from llm4rec.ctr.features import OOV, PAD
 from llm4rec.ctr.models import MODELS, build_model
-from llm4rec.ctr.train import fit, predict_proba, take
+from llm4rec.ctr.models.base import ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, fit, predict_proba, take
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
 
@@ -46,7 +47,7 @@ def planted_task(n=6000, seed=0):
 
 
 SMALL = ModelOptions(embedding_dim=8, mlp=[16, 8], attention_mlp=[8])
-FAST = TrainConfig(epochs=6, patience=2, batch_size=256, learning_rate=0.01)
+FAST = CtrTrainConfig(epochs=6, patience=2, batch_size=256, learning_rate=0.01)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -77,7 +78,7 @@ def test_oov_ids_score_and_growing_keeps_old_rows(name):
     train, _ = planted_task(n=256)
     torch.manual_seed(0)
     model = build_model(name, VOCAB, SMALL)
-    fit(model, train, None, TrainConfig(epochs=1, batch_size=64))
+    fit(model, train, None, CtrTrainConfig(epochs=1, batch_size=64))
     before = predict_proba(model, train)
     old = {key: table.weight.detach().clone() for key, table in model.embedding_tables().items()}
     model.grow({"user": 70, "item": 90, "genre": 9})
@@ -90,7 +91,7 @@ def test_oov_ids_score_and_growing_keeps_old_rows(name):
     p = predict_proba(model, unseen)
     assert np.isfinite(p).all() and ((p > 0) & (p < 1)).all()
     model.train()
-    fit(model, train, None, TrainConfig(epochs=1, batch_size=64))  # and it still trains after growing
+    fit(model, train, None, CtrTrainConfig(epochs=1, batch_size=64))  # and it still trains after growing
 
 
 def test_same_seed_same_model():
@@ -109,7 +110,7 @@ def test_early_stopping_keeps_the_best_epoch():
     train, test = planted_task(n=2000)
     torch.manual_seed(0)
     model = build_model("MF", VOCAB, SMALL)
-    report = fit(model, train, test, TrainConfig(epochs=30, patience=2, batch_size=128, learning_rate=0.05), seed=0)
+    report = fit(model, train, test, CtrTrainConfig(epochs=30, patience=2, batch_size=128, learning_rate=0.05), seed=0)
     best = max(report.val_auc)
     assert report.val_auc[report.best_epoch - 1] == best
     assert metrics.auc(test["label"].numpy(), predict_proba(model, test)) == pytest.approx(best)

@@ -1,48 +1,22 @@
 """IU / BU-w / FR over periods: which data each update trains on, new ids in the next period, repeatability."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.features import OOV
-from llm4rec.ctr.updates import CtrUpdateMethod, timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
-from llm4rec.data.tables import RecDataset, canonical_interactions, canonical_items
+from llm4rec.ctr.models.base import ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig
+from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.errors import ConfigError, DataError
 from llm4rec.eval.protocol import run_protocol
 
 SMALL = ModelOptions(embedding_dim=8, mlp=[16, 8], attention_mlp=[8])
-FAST = TrainConfig(epochs=3, patience=1, batch_size=256, learning_rate=0.01)
+FAST = CtrTrainConfig(epochs=3, patience=1, batch_size=256, learning_rate=0.01)
+ARRIVING_TIMELINE = {"n": 4000, "n_periods": 5}  # for conftest's timeline and features
+HISTORY_LENGTH = 10
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
-
-
-def arriving_dataset(n=4000, seed=0) -> RecDataset:
-    """Users and items keep arriving over time (so every period brings new ids); item quality drives ratings."""
-    rng = np.random.default_rng(seed)
-    position = np.arange(n)
-    n_items = 20 + position * 100 // n  # the catalogue grows from 20 to 120 items
-    users = rng.integers(0, 10 + position * 60 // n) + 1
-    items = (rng.random(n) * n_items).astype(int) + 1
-    quality = rng.normal(0, 1.2, 200)
-    rating = np.clip(np.round(3 + quality[items] + rng.normal(0, 0.7, n)), 1, 5)
-    raw = pd.DataFrame({"user_id": users, "item_id": items, "rating": rating, "timestamp": 1_000_000 + position * 60})
-    catalogue = pd.DataFrame(
-        {"item_id": np.arange(1, 200), "title": "x", "genres": [["A"] if i % 3 else ["B", "C"] for i in range(1, 200)]}
-    )
-    return RecDataset("ml-100k", canonical_interactions(raw, "arriving"), canonical_items(catalogue, "arriving"))
-
-
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(), PeriodConfig(n_periods=5))
-
-
-@pytest.fixture(scope="module")
-def features(timeline):
-    return timeline_features(timeline, 3.0, FeatureConfig(history_length=10))
 
 
 def method(features, model="MF", mode="IU", **kwargs):

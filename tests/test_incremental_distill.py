@@ -5,38 +5,25 @@ import copy
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import set_seed
 from torch.nn import functional as F
 
 import llm4rec.incremental.distill as distill
-from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.features import known_by
 from llm4rec.ctr.train import TrainReport, predict_proba
-from llm4rec.ctr.updates import CtrUpdateMethod, timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
+from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.errors import ConfigError
-from llm4rec.eval.protocol import seed_everything
-from llm4rec.incremental.config import DistillConfig
+from llm4rec.incremental.config import IncCtrConfig
 from llm4rec.incremental.distill import TEACHER, IncCtrMethod, distillation_loss
-from tests.test_ctr_updates import arriving_dataset
+from tests.conftest import tiny_ctr_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ModelOptions(embedding_dim=4, mlp=[8, 4])
-FAST = TrainConfig(epochs=2, patience=1, batch_size=256, learning_rate=0.01)
-
-
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(n=2000), PeriodConfig(n_periods=4))
-
-
-@pytest.fixture(scope="module")
-def features(timeline):
-    return timeline_features(timeline, 3.0, FeatureConfig(history_length=6))
+TINY, FAST = tiny_ctr_options()
 
 
 def fitted(method, timeline, periods=(1, 2, 3)):
-    seed_everything(0)
+    set_seed(0)
     for period in periods:
         method.fit(timeline, period)
     return method
@@ -44,8 +31,8 @@ def fitted(method, timeline, periods=(1, 2, 3)):
 
 def test_lambda_zero_is_plain_incremental_update(timeline, features):
     iu = fitted(CtrUpdateMethod("DeepFM", "IU", features, TINY, FAST), timeline)
-    kd0 = fitted(IncCtrMethod("DeepFM", features, TINY, FAST, DistillConfig(kd_lambda=0.0)), timeline)
-    kd = fitted(IncCtrMethod("DeepFM", features, TINY, FAST, DistillConfig(kd_lambda=0.5)), timeline)
+    kd0 = fitted(IncCtrMethod("DeepFM", features, TINY, FAST, IncCtrConfig(kd_lambda=0.0)), timeline)
+    kd = fitted(IncCtrMethod("DeepFM", features, TINY, FAST, IncCtrConfig(kd_lambda=0.5)), timeline)
     assert kd0.name == "DeepFM-IncCTR"
     iu_state, kd0_state, kd_state = (m.model.state_dict() for m in (iu, kd0, kd))
     assert all(torch.equal(iu_state[k], kd0_state[k]) for k in iu_state)
@@ -86,4 +73,4 @@ def test_the_teacher_is_the_previous_periods_model_seeing_new_ids_as_unknown(tim
 
 def test_kd_lambda_outside_zero_one_is_an_error():
     with pytest.raises(ConfigError, match=r"incremental.inc_ctr.kd_lambda: expected a weight in \[0, 1\]"):
-        DistillConfig(kd_lambda=1.5)
+        IncCtrConfig(kd_lambda=1.5)

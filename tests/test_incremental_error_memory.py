@@ -6,16 +6,13 @@ import pytest
 import torch
 
 from llm4rec.config import from_dict
-from llm4rec.ctr.config import CtrConfig, FeatureConfig
-from llm4rec.ctr.updates import timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
+from llm4rec.ctr.catalogue import build_method
+from llm4rec.ctr.config import CtrConfig
 from llm4rec.errors import ConfigError, DataError
 from llm4rec.eval.protocol import run_protocol
-from llm4rec.incremental.config import ErrorMemoryConfig
+from llm4rec.incremental.config import ReLoop2Config
 from llm4rec.incremental.error_memory import ErrorSketch, ExactErrorMemory, compensate
-from llm4rec.incremental.registry import build_method
 from llm4rec.incremental.reloop import ReLoop2Method
-from tests.test_ctr_updates import arriving_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,7 +80,7 @@ def test_compensation_is_clamped():
 
 def test_too_many_sketch_bits_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"incremental.reloop2.n_bits: L must be in 1..24"):
-        from_dict(ErrorMemoryConfig, {"n_bits": 25})
+        from_dict(ReLoop2Config, {"n_bits": 25})
     with pytest.raises(ConfigError, match="out of 1..24"):
         ErrorSketch(dim=4, n_bits=30)
 
@@ -125,13 +122,8 @@ class SpyMemory(ExactErrorMemory):
             self.log.append(("reset", set()))
 
 
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(n=2000), PeriodConfig(n_periods=4))
-
-
 def reloop(**config):
-    method = ReLoop2Method(RowHidden(), ErrorMemoryConfig(stream_batch_size=50, **config))
+    method = ReLoop2Method(RowHidden(), ReLoop2Config(stream_batch_size=50, **config))
     method.memory = SpyMemory()
     return method
 
@@ -189,8 +181,7 @@ def test_the_memory_is_reset_when_the_base_model_is_updated_or_never(timeline):
         assert method.base.fits == [1, 2]
 
 
-def test_reloop2_runs_on_ctr_models_by_name(timeline):
-    features = timeline_features(timeline, 3.0, FeatureConfig(history_length=6))
+def test_reloop2_runs_on_ctr_models_by_name(timeline, features):
     config = from_dict(
         CtrConfig,
         {

@@ -8,32 +8,21 @@ import pytest
 import torch
 
 from llm4rec.config import from_dict
-from llm4rec.ctr.config import CtrConfig, FeatureConfig, ModelOptions, TrainConfig
+from llm4rec.ctr.config import CtrConfig
 from llm4rec.ctr.train import predict_proba
-from llm4rec.ctr.updates import CtrUpdateMethod, timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
+from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.errors import ConfigError
 from llm4rec.eval.protocol import run_protocol
-from llm4rec.incremental.config import MetaConfig
+from llm4rec.incremental.config import AsmgConfig
 from llm4rec.incremental.meta import AsmgMethod, CoordinateGRU, LinearMetaGenerator, _key
 from llm4rec.incremental.params import align_tables, table_names, trainable_parameters, with_parameters
-from tests.test_ctr_updates import arriving_dataset
+from tests.conftest import tiny_ctr_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ModelOptions(embedding_dim=4, mlp=[8, 4])
-FAST = TrainConfig(epochs=2, patience=1, batch_size=256, learning_rate=0.01)
-META = MetaConfig(sequence_length=2, epochs=2, warm_start_steps=20)
-
-
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(n=2500), PeriodConfig(n_periods=5))
-
-
-@pytest.fixture(scope="module")
-def features(timeline):
-    return timeline_features(timeline, 3.0, FeatureConfig(history_length=6))
+TINY, FAST = tiny_ctr_options()
+ARRIVING_TIMELINE = {"n": 2500, "n_periods": 5}  # for conftest's timeline
+META = AsmgConfig(sequence_length=2, epochs=2, warm_start_steps=20)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +108,7 @@ def test_tables_share_one_generator_per_dimension_and_new_ids_are_back_filled(iu
 
 def asmg(features, kind="GRU", **meta):
     settings = {**META.__dict__, **meta}
-    return AsmgMethod("DeepFM", kind, features, TINY, FAST, MetaConfig(**settings))
+    return AsmgMethod("DeepFM", kind, features, TINY, FAST, AsmgConfig(**settings))
 
 
 @pytest.mark.parametrize("kind", ["GRU", "Linear"])

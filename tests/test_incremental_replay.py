@@ -6,10 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from llm4rec.config import from_dict
-from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.models import build_model
-from llm4rec.ctr.updates import timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
 from llm4rec.errors import ConfigError
 from llm4rec.eval.protocol import run_protocol
 from llm4rec.incremental.config import ReplayConfig
@@ -21,22 +18,11 @@ from llm4rec.incremental.replay import (
     reference_gradient,
     spmf_probabilities,
 )
-from tests.test_ctr_updates import arriving_dataset
+from tests.conftest import tiny_ctr_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ModelOptions(embedding_dim=4, mlp=[8, 4], attention_mlp=[4])
-FAST = TrainConfig(epochs=2, patience=1, batch_size=256, learning_rate=0.01)
-
-
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(n=2000), PeriodConfig(n_periods=4))
-
-
-@pytest.fixture(scope="module")
-def features(timeline):
-    return timeline_features(timeline, 3.0, FeatureConfig(history_length=6))
+TINY, FAST = tiny_ctr_options(attention_mlp=[4])
 
 
 def test_reservoir_keeps_a_uniform_fraction_of_everything_seen():

@@ -4,30 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
 from llm4rec.ctr.models import build_model
-from llm4rec.ctr.updates import timeline_features
-from llm4rec.data.periods import PeriodConfig, build_timeline
 from llm4rec.eval.protocol import run_protocol
 from llm4rec.incremental.config import SmlConfig
 from llm4rec.incremental.params import relative_error, table_names, trainable_parameters, warm_start
 from llm4rec.incremental.sml import SmlMethod, TransferModule, TransferredModel
-from tests.test_ctr_updates import arriving_dataset
+from tests.conftest import tiny_ctr_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ModelOptions(embedding_dim=4, mlp=[8, 4])
-FAST = TrainConfig(epochs=2, patience=1, batch_size=256, learning_rate=0.01)
-
-
-@pytest.fixture(scope="module")
-def timeline():
-    return build_timeline(arriving_dataset(n=2500), PeriodConfig(n_periods=5))
-
-
-@pytest.fixture(scope="module")
-def features(timeline):
-    return timeline_features(timeline, 3.0, FeatureConfig(history_length=6))
+TINY, FAST = tiny_ctr_options()
+ARRIVING_TIMELINE = {"n": 2500, "n_periods": 5}  # for conftest's timeline
 
 
 def two_models():

@@ -12,13 +12,9 @@ import pandas as pd
 import pytest
 
 from llm4rec.cli import main
+from llm4rec.eval.report import PREDICTION_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def prepared(ml100k_dir):
-    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
 
 
 def write_run_config(path: Path, backbone: Path, out: Path) -> Path:
@@ -65,15 +61,14 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     out = tmp_path / "run"
     config = write_run_config(tmp_path / "lora.yaml", backbone, out)
     assert main(["train", "--config", str(config), "-q"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "training.json").read_text())
     assert summary["train_periods"] == [1] and summary["test_period"] == 2 and summary["n_train"] == 48
     assert summary["steps"] == 6  # 48 samples, batch 8, one process
     adapter_meta = json.loads((out / "adapter" / "llm4rec.json").read_text())
     assert adapter_meta["periods"] == [1] and adapter_meta["base_model"] == str(backbone)
     assert adapter_meta["cutoff"] == 120
     trained = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(trained.columns) == ["user_id", "item_id", "label", "p_yes", "prompt"]
-    assert trained["prompt"].str.endswith("### Response:\n").all()
+    assert list(trained.columns) == PREDICTION_COLUMNS  # the one predictions schema of every runner
 
     predictions = tmp_path / "preds.csv"
     argv = ["predict", "--model", str(backbone), "--adapter", str(out / "adapter"), "--dataset", "ml-100k"]
@@ -82,16 +77,16 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     assert "AUC" in printed and "gAUC" in printed and "LogLoss" in printed
     scored = pd.read_csv(predictions, keep_default_na=False)
     assert len(scored) == len(trained)
-    pd.testing.assert_series_equal(scored["p_yes"], trained["p_yes"], atol=1e-6, rtol=0)  # same adapter, same scores
+    pd.testing.assert_series_equal(scored["p"], trained["p"], atol=1e-6, rtol=0)  # same adapter, same scores
     # predict took the adapter's cutoff: the default prompt limit would have scored longer prompts
     uncut = tmp_path / "uncut.csv"
     assert main([*argv, "--period", "2", "--out", str(uncut), "--cutoff", "512", "-q"]) == 0
-    assert (pd.read_csv(uncut)["p_yes"] - scored["p_yes"]).abs().max() > 1e-6
+    assert (pd.read_csv(uncut)["p"] - scored["p"]).abs().max() > 1e-6
 
     # The base model alone scores differently from base + adapter.
     base_only = tmp_path / "base.csv"
     assert main(["predict", "--model", str(backbone), "--period", "2", "--out", str(base_only), "-q"]) == 0
-    assert (pd.read_csv(base_only)["p_yes"] - scored["p_yes"]).abs().max() > 1e-6
+    assert (pd.read_csv(base_only)["p"] - scored["p"]).abs().max() > 1e-6
 
     # accelerate launch runs the same training and gets the same adapter.
     if shutil.which("accelerate") is None:
@@ -113,7 +108,7 @@ def test_build_train_predict(prepared, tmp_path, capsys):
     done = subprocess.run([*command, "--out", str(launched), "-q"], env=env, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     relaunched = pd.read_csv(launched / "predictions.csv", keep_default_na=False)
-    pd.testing.assert_series_equal(relaunched["p_yes"], trained["p_yes"], atol=1e-5, rtol=0)
+    pd.testing.assert_series_equal(relaunched["p"], trained["p"], atol=1e-5, rtol=0)
 
 
 def test_predict_refuses_template_with_adapter(prepared, tmp_path, capsys):
@@ -168,7 +163,7 @@ def test_two_processes_split_the_batches(prepared, tmp_path):
     ]
     done = subprocess.run([*command, "-q"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "run" / "training.json").read_text())
     assert summary["steps"] == 3  # 48 samples, batch 8 per process, 2 processes (one process: 6 steps)
     # The learning-rate schedule spans the 3 steps (accelerate advances it once per process and step):
     # 1 warmup step of 6 scheduler steps, then linear decay; after step 1, 4/5 of the peak.

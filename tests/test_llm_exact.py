@@ -11,19 +11,9 @@ import torch
 
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig, load_backbone, model_fingerprint
-from llm4rec.llm.samples import build_samples
 from llm4rec.llm.score import left_pad, score_sequences
-from llm4rec.llm.train import LoraSettings, TrainConfig, attach_lora, plan_steps, train_lora
-
-
-@pytest.fixture
-def backbone(tiny_backbone_dir, movie_template):
-    return load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
-
-
-def samples(backbone, timeline, template, period, split):
-    return build_samples(timeline.period(period, split), timeline.items, template, backbone.tokenizer)
-
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig, attach_lora, plan_steps, train_lora
+from tests.conftest import period_samples
 
 # ---------------------------------------------------------------- scores in full precision
 
@@ -39,7 +29,7 @@ def test_bf16_scores_keep_fp32_resolution_where_logits_are_large(tiny_backbone_d
         direction = torch.sign(torch.randn(head.shape[1], generator=generator))
         head[yes] = (direction * 2.0 + 0.25 * torch.randn(head.shape[1], generator=generator)).to(head.dtype)
         head[no] = (direction * 2.0 + 0.25 * torch.randn(head.shape[1], generator=generator)).to(head.dtype)
-    sequences = samples(backbone, planted_timeline, movie_template, 1, "val")["input_ids"][:40]
+    sequences = period_samples(backbone, planted_timeline, movie_template, 1, "val")["input_ids"][:40]
     distinct = len({tuple(s) for s in sequences})  # planted prompts differ only in the target title
     pad = backbone.tokenizer.pad_token_id
     ours = score_sequences(backbone.model, sequences, backbone.answer_ids, pad, batch_size=8)
@@ -55,7 +45,7 @@ def test_bf16_scores_keep_fp32_resolution_where_logits_are_large(tiny_backbone_d
 def test_fp32_answer_logits_equal_the_models_logits_in_fp32(backbone, planted_timeline, movie_template):
     from llm4rec.llm.score import last_token_logits
 
-    sequences = samples(backbone, planted_timeline, movie_template, 1, "val")["input_ids"][:6]
+    sequences = period_samples(backbone, planted_timeline, movie_template, 1, "val")["input_ids"][:6]
     input_ids, mask = left_pad(sequences, backbone.tokenizer.pad_token_id)
     from llm4rec.llm.score import position_ids
 
@@ -100,25 +90,25 @@ def test_fingerprint_tells_bases_apart_and_ignores_the_dtype(tiny_backbone_dir, 
 
 
 def test_a_fresh_lora_always_trains(backbone, planted_timeline, movie_template):
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
-    val = samples(backbone, planted_timeline, movie_template, 1, "val")
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
     torch.manual_seed(0)
     model = attach_lora(backbone.model, LoraSettings(r=4))
     # A learning rate of 0 never improves on the start: a fresh LoRA must still return a trained state, not step 0.
-    config = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-12, max_train_samples=48, eval_at_start=True)
+    config = LoraTrainConfig(epochs=2, batch_size=16, learning_rate=1e-12, max_train_samples=48, eval_at_start=True)
     result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, progress=False)
     assert [h["step"] for h in result.history] == [3, 6] and result.best_step > 0 and not result.kept_start
 
 
 def test_fine_tuning_that_never_improves_keeps_and_flags_the_start(backbone, planted_timeline, movie_template, caplog):
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
-    val = samples(backbone, planted_timeline, movie_template, 1, "val")
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
     torch.manual_seed(0)
     model = attach_lora(backbone.model, LoraSettings(r=4))
-    good = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-2, max_train_samples=160)
+    good = LoraTrainConfig(epochs=2, batch_size=16, learning_rate=1e-2, max_train_samples=160)
     train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, good, progress=False)
     start = {k: v.clone() for k, v in model.state_dict().items() if "lora_" in k}
-    harmful = TrainConfig(epochs=1, batch_size=16, learning_rate=0.5, max_train_samples=32)  # wrecks the adapter
+    harmful = LoraTrainConfig(epochs=1, batch_size=16, learning_rate=0.5, max_train_samples=32)  # wrecks the adapter
     flipped = train.map(lambda row: {"label": 1 - row["label"]})
     with caplog.at_level("WARNING"):
         result = train_lora(
@@ -135,7 +125,7 @@ def test_fine_tuning_that_never_improves_keeps_and_flags_the_start(backbone, pla
 
 def test_step_plan_takes_every_micro_batch_and_counts_the_steps():
     lengths = np.arange(10)
-    config = TrainConfig(epochs=3, batch_size=4, gradient_accumulation_steps=2, group_by_length=False)
+    config = LoraTrainConfig(epochs=3, batch_size=4, gradient_accumulation_steps=2, group_by_length=False)
     plan = plan_steps(lengths, config, world=1, rank=0, rng=np.random.default_rng(0))
     assert [[len(b) for b in step] for step in plan[0]] == [[4, 4], [2]]  # 3 micro-batches: the last step has 1
     assert sum(len(epoch) for epoch in plan) == 6
@@ -152,11 +142,11 @@ def test_accumulated_micro_batches_equal_one_big_batch(tiny_backbone_dir, movie_
     states = []
     for batch_size, accumulation in ((12, 1), (4, 3)):
         backbone = load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
-        train = samples(backbone, planted_timeline, movie_template, 1, "train")
-        val = samples(backbone, planted_timeline, movie_template, 1, "val")
+        train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+        val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
         torch.manual_seed(0)
         model = attach_lora(backbone.model, LoraSettings(r=4, dropout=0.0))
-        config = TrainConfig(
+        config = LoraTrainConfig(
             epochs=1, batch_size=batch_size, gradient_accumulation_steps=accumulation, max_train_samples=12,
             group_by_length=False, warmup_fraction=0.0, learning_rate=1e-2, share_prompt_prefix="never",
         )  # fmt: skip
@@ -172,15 +162,15 @@ def test_schedule_spans_exactly_the_steps_taken_and_a_second_fit_starts_clean(
 ):
     from accelerate import Accelerator
 
-    config = TrainConfig(
+    config = LoraTrainConfig(
         epochs=2, batch_size=4, gradient_accumulation_steps=2, max_train_samples=20, warmup_fraction=0.0,
         patience=5, learning_rate=1e-2, group_by_length=False,
     )  # fmt: skip
 
     def fit(accelerator, name):
         backbone = load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
-        train = samples(backbone, planted_timeline, movie_template, 1, "train")
-        val = samples(backbone, planted_timeline, movie_template, 1, "val")
+        train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+        val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
         torch.manual_seed(0)
         model = attach_lora(backbone.model, LoraSettings(r=4), name)
         result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, accelerator, False)
@@ -202,10 +192,10 @@ def test_schedule_spans_exactly_the_steps_taken_and_a_second_fit_starts_clean(
 def test_an_accelerator_that_accumulates_itself_is_refused(backbone, planted_timeline, movie_template):
     from accelerate import Accelerator
 
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
     model = attach_lora(backbone.model, LoraSettings(r=4))
     with pytest.raises(ConfigError, match="accumulates gradients itself"):
-        train_lora(model, backbone.tokenizer, backbone.answer_ids, train, train, TrainConfig(),
+        train_lora(model, backbone.tokenizer, backbone.answer_ids, train, train, LoraTrainConfig(),
                    Accelerator(gradient_accumulation_steps=2), False)  # fmt: skip
 
 
@@ -213,11 +203,11 @@ def test_an_accelerator_that_accumulates_itself_is_refused(backbone, planted_tim
 
 
 def test_a_nan_val_auc_is_an_error_naming_the_fit(backbone, planted_timeline, movie_template):
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
-    val = samples(backbone, planted_timeline, movie_template, 1, "val")
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
     one_class = val.filter(lambda row: row["label"] == 1)
     model = attach_lora(backbone.model, LoraSettings(r=4))
-    config = TrainConfig(epochs=1, batch_size=16, max_train_samples=16)
+    config = LoraTrainConfig(epochs=1, batch_size=16, max_train_samples=16)
     with pytest.raises(ConfigError, match=r"short p3: the val AUC at step 1 is NaN \(\d+ val samples, \d+ positive\)"):
         train_lora(model, backbone.tokenizer, backbone.answer_ids, train, one_class, config, progress=False,
                    fit_name="short p3")  # fmt: skip

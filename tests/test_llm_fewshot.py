@@ -10,11 +10,6 @@ from llm4rec.cli import main
 from llm4rec.errors import ConfigError
 
 
-@pytest.fixture
-def prepared(ml100k_dir):
-    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
-
-
 def write_config(path, backbone, out, reference=None, shots="[8, 16]"):
     path.write_text(
         f"""

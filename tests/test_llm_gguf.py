@@ -217,7 +217,7 @@ def test_predict_takes_a_gguf_file(hf_and_gguf, ml100k_dir, tmp_path, capsys):
     assert main([*argv, "--model", str(hf_dir), "--out", str(tmp_path / "hf.csv")]) == 0
     from_gguf, from_hf = pd.read_csv(tmp_path / "gguf.csv"), pd.read_csv(tmp_path / "hf.csv")
     assert len(from_gguf) > 100
-    pd.testing.assert_series_equal(from_gguf["p_yes"], from_hf["p_yes"], atol=1e-5, rtol=0)
+    pd.testing.assert_series_equal(from_gguf["p"], from_hf["p"], atol=1e-5, rtol=0)
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "none.csv")]) == 2
     assert "--model: name the base model" in capsys.readouterr().err

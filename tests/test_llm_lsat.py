@@ -18,7 +18,7 @@ from llm4rec.llm.backbone import BackboneConfig, load_backbone
 from llm4rec.llm.lsat import PeriodAdapters
 from llm4rec.llm.lsat_config import LsatConfig
 from llm4rec.llm.session import LoraSession
-from llm4rec.llm.train import LoraSettings, TrainConfig
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig
 
 METHODS = ["FR", "FT", "LSAT-long", "LSAT-short", "LSAT-ensemble", "LSAT-ta-exact", "LSAT-ta-lsat"]
 
@@ -43,11 +43,6 @@ out: {out}
     return path
 
 
-@pytest.fixture
-def prepared(ml100k_dir):
-    assert main(["data", "prepare", "ml-100k", "--path", str(ml100k_dir)]) == 0
-
-
 def joined(run_csv: Path, predict_csv: Path, data_yaml: Path, period: int = 4, n: int = 40) -> pd.DataFrame:
     """The run's predictions (``n`` tested rows of ``period``) beside `llm4rec predict`'s rows for those samples
     (predict scores the whole period, in order)."""
@@ -60,7 +55,7 @@ def joined(run_csv: Path, predict_csv: Path, data_yaml: Path, period: int = 4, n
     run = pd.read_csv(run_csv)
     again = pd.read_csv(predict_csv, keep_default_na=False).iloc[positions].reset_index(drop=True)
     pd.testing.assert_frame_equal(run[["user_id", "item_id", "label"]], again[["user_id", "item_id", "label"]])
-    return pd.DataFrame({"p_yes_run": run["p_yes"], "p_yes_predict": again["p_yes"]})
+    return pd.DataFrame({"p_yes_run": run["p"], "p_yes_predict": again["p"]})
 
 
 def test_lsat_runs_every_method_and_its_adapters_reproduce_the_run(prepared, tiny_backbone_dir, tmp_path, capsys):
@@ -125,8 +120,8 @@ def test_lsat_runs_every_method_and_its_adapters_reproduce_the_run(prepared, tin
 def test_a_merged_adapter_is_a_plain_peft_adapter(prepared, tiny_backbone_dir, tmp_path, movie_template):
     from peft import PeftModel
 
-    from llm4rec.llm.ensemble import score_margins
     from llm4rec.llm.merge import merge_adapters
+    from llm4rec.llm.score import score_margins
     from llm4rec.llm.train import attach_lora
 
     backbone = load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
@@ -160,13 +155,13 @@ def test_fine_tuning_keeps_the_old_adapter_when_val_auc_drops(
     )  # fmt: skip
     session = LoraSession(
         backbone, movie_template, planted_timeline, AdapterStore(tmp_path / "adapters"), LoraSettings(r=4),
-        TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3), data_recipe={"planted": 1}, progress=False,
+        LoraTrainConfig(epochs=1, batch_size=8, learning_rate=5e-3), data_recipe={"planted": 1}, progress=False,
     )  # fmt: skip
     adapters = PeriodAdapters(session, config)
     start = adapters.full_retrain(1)  # FT's first period is 2 (tests start at 3): it starts from FR through 1
     adapters.full_retrain = lambda through, role="fr": start
     # A learning rate that wrecks the adapter: the val AUC drops, so FT must keep what it started from.
-    session.train_config = TrainConfig(epochs=1, batch_size=8, learning_rate=3.0, warmup_fraction=0.0)
+    session.train_config = LoraTrainConfig(epochs=1, batch_size=8, learning_rate=3.0, warmup_fraction=0.0)
     tuned = adapters.fine_tuned(2)
     fit = session.fits[str(tuned)]
     assert fit["history"][-1]["val_auc"] < fit["history"][0]["val_auc"] - 0.05  # training did make it worse

@@ -8,11 +8,24 @@ import torch
 
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig, load_backbone
-from llm4rec.llm.ensemble import combine, read_ensemble, score_ensemble, score_margins, write_ensemble
-from llm4rec.llm.merge import MERGE_MODES, lora_deltas, merge_adapters
+from llm4rec.llm.ensemble import combine, read_ensemble, score_ensemble, write_ensemble
+from llm4rec.llm.merge import MERGE_MODES, merge_adapters
 from llm4rec.llm.samples import build_samples
-from llm4rec.llm.score import score_sequences
+from llm4rec.llm.score import score_margins, score_sequences
 from llm4rec.llm.train import LoraSettings, attach_lora
+
+
+def lora_deltas(model, adapter_name: str) -> dict[str, torch.Tensor]:
+    """dW = B @ A * scaling of every module adapted by ``adapter_name`` (float32, by module name)."""
+    deltas = {}
+    for module_name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or adapter_name not in lora_a:
+            continue
+        a = lora_a[adapter_name].weight.float()
+        b = module.lora_B[adapter_name].weight.float()
+        deltas[module_name] = (b @ a) * module.scaling[adapter_name]
+    return deltas
 
 
 def randomize(model, adapter: str, seed: int) -> None:

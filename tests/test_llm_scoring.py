@@ -12,18 +12,9 @@ from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
 from llm4rec.llm.adapters import load_adapter, save_adapter
 from llm4rec.llm.backbone import BackboneConfig, load_backbone
-from llm4rec.llm.samples import build_samples
 from llm4rec.llm.score import score_sequences
-from llm4rec.llm.train import LoraSettings, TrainConfig, attach_lora, train_lora
-
-
-@pytest.fixture
-def backbone(tiny_backbone_dir, movie_template):
-    return load_backbone(BackboneConfig(str(tiny_backbone_dir)), movie_template)
-
-
-def samples(backbone, timeline, template, period, split):
-    return build_samples(timeline.period(period, split), timeline.items, template, backbone.tokenizer)
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig, attach_lora, train_lora
+from tests.conftest import period_samples
 
 
 def naive_p_yes(model, ids: list[int], answer_ids) -> float:
@@ -35,7 +26,7 @@ def naive_p_yes(model, ids: list[int], answer_ids) -> float:
 
 
 def test_batched_scorer_equals_naive_full_logits(backbone, planted_timeline, movie_template):
-    data = samples(backbone, planted_timeline, movie_template, 1, "val")
+    data = period_samples(backbone, planted_timeline, movie_template, 1, "val")
     sequences = data["input_ids"][:13]
     for i in range(0, len(sequences), 2):  # prefixes of many lengths in one batch: lots of left padding
         sequences[i] = sequences[i][: 20 + 7 * i]
@@ -49,9 +40,9 @@ def test_batched_scorer_equals_naive_full_logits(backbone, planted_timeline, mov
 def test_training_lowers_loss_and_raises_auc_then_save_load_scores_identically(
     backbone, planted_timeline, movie_template, tmp_path, tiny_backbone_dir
 ):
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
-    val = samples(backbone, planted_timeline, movie_template, 1, "val")
-    test = samples(backbone, planted_timeline, movie_template, 2, "all").select(range(120))
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
+    test = period_samples(backbone, planted_timeline, movie_template, 2, "all").select(range(120))
     pad = backbone.tokenizer.pad_token_id
     y_test = np.asarray(test["label"])
     before = metrics.auc(y_test, score_sequences(backbone.model, test["input_ids"], backbone.answer_ids, pad))
@@ -60,7 +51,7 @@ def test_training_lowers_loss_and_raises_auc_then_save_load_scores_identically(
     model = attach_lora(backbone.model, LoraSettings())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert 0 < trainable < 0.05 * sum(p.numel() for p in model.parameters())  # only LoRA weights train
-    config = TrainConfig(epochs=3, batch_size=16, learning_rate=1e-2, patience=3)
+    config = LoraTrainConfig(epochs=3, batch_size=16, learning_rate=1e-2, patience=3)
     result = train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, progress=False)
     losses = [h["train_loss"] for h in result.history]
     assert [h["step"] for h in result.history] == [23, 46, 69]  # a fresh LoRA is never scored as a candidate
@@ -82,10 +73,10 @@ def test_training_lowers_loss_and_raises_auc_then_save_load_scores_identically(
 
 
 def test_adapter_from_another_base_model_is_refused(backbone, movie_template, tmp_path, tiny_backbone_dir):
-    from llm4rec.llm.scratch import PRESETS, build_model
+    from llm4rec.llm.scratch import PRESETS, init_scratch_model
 
     other_dir = tmp_path / "other-base"
-    build_model(PRESETS["scratch-llama-tiny"], backbone.tokenizer, seed=1).save_pretrained(other_dir)
+    init_scratch_model(PRESETS["scratch-llama-tiny"], backbone.tokenizer, seed=1).save_pretrained(other_dir)
     backbone.tokenizer.save_pretrained(other_dir)
     other = load_backbone(BackboneConfig(str(other_dir)), movie_template)
     adapter = save_adapter(attach_lora(other.model, LoraSettings()), tmp_path / "a", other, movie_template, 512, {})
@@ -112,7 +103,7 @@ def test_train_on_inputs_trains_on_prompt_whole_answer_and_eos(backbone, planted
     from llm4rec.llm.train import full_sequence_loss
 
     tokenizer = backbone.tokenizer
-    train = samples(backbone, planted_timeline, movie_template, 1, "train")
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
     # TALLRec's training text: prompt + "Yes." / "No." + EOS, tokenized whole.
     for label, answer in ((1, "Yes."), (0, "No.")):
         prompt = train["prompt"][0]
@@ -136,8 +127,8 @@ def test_train_on_inputs_trains_on_prompt_whole_answer_and_eos(backbone, planted
     assert abs(float(loss) - float(sum(terms) / len(terms))) < 1e-5
 
     model = attach_lora(backbone.model, LoraSettings())
-    config = TrainConfig(epochs=1, batch_size=8, max_train_samples=32, max_val_samples=16, train_on_inputs=True)
-    val = samples(backbone, planted_timeline, movie_template, 1, "val")
+    config = LoraTrainConfig(epochs=1, batch_size=8, max_train_samples=32, max_val_samples=16, train_on_inputs=True)
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
     result = train_lora(
         model, tokenizer, backbone.answer_ids, train, val, config, progress=False, answer_tokens=backbone.answer_tokens
     )

@@ -70,16 +70,16 @@ def _synchronize(device: str) -> None:
 
 
 def bench_ctr(settings: CtrBenchSettings) -> list[dict]:
-    from llm4rec.ctr.config import ModelOptions, TrainConfig
     from llm4rec.ctr.models import build_model
-    from llm4rec.ctr.train import fit, predict_proba
+    from llm4rec.ctr.models.base import ModelOptions
+    from llm4rec.ctr.train import CtrTrainConfig, fit, predict_proba
 
     threads_before = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
         data = random_features(settings.rows, settings.history_length, settings.device)
-        train = TrainConfig(epochs=1, batch_size=1024)
+        train = CtrTrainConfig(epochs=1, batch_size=1024)
         if settings.device.startswith("cuda"):
             device = torch.cuda.get_device_name()
         else:

@@ -148,11 +148,11 @@ def bench_scoring(bench: LlmBench) -> list[dict]:
 
 def our_training_run(bench: LlmBench, timing: Timing, share_prompt_prefix: str = "exact") -> None:
     """``train_lora`` on a fresh adapter: a warm-up run, then the measured one (its own clock, evaluation out)."""
-    from llm4rec.llm.train import LoraSettings, TrainConfig, attach_lora, train_lora
+    from llm4rec.llm.train import LoraSettings, LoraTrainConfig, attach_lora, train_lora
 
     settings, data = bench.settings, bench.data
     batch_size, steps = settings.train_batch_size, settings.train_steps
-    config = TrainConfig(
+    config = LoraTrainConfig(
         epochs=1,
         batch_size=batch_size,
         eval_at_start=False,

@@ -45,9 +45,9 @@ def two_adapters(base):
 
 
 def bench_lsat(bench: LlmBench) -> list[dict]:
-    from llm4rec.llm.ensemble import score_ensemble, score_margins
+    from llm4rec.llm.ensemble import score_ensemble
     from llm4rec.llm.merge import merge_adapters
-    from llm4rec.llm.score import score_sequences
+    from llm4rec.llm.score import score_margins, score_sequences
 
     settings, data, device = bench.settings, bench.data, bench.device
     batch_size = settings.lsat_batch_size

@@ -171,11 +171,3 @@ def peer_trainer(
         model=model, args=args, train_dataset=peer_training_set(data), data_collator=collator, callbacks=[clock]
     )
     return trainer, collator, clock
-
-
-def peer_batch_loss(trainer, collator: CountingCollator, features: list[dict]) -> torch.Tensor:
-    """The loss the Trainer minimises on one batch of ``peer_training_set`` rows (its ``compute_loss``)."""
-    batch = collator(features)
-    inputs = {k: v.to(trainer.args.device) for k, v in batch.items()}
-    count = (inputs["labels"] != -100).sum()  # what the Trainer passes as num_items_in_batch
-    return trainer.compute_loss(trainer.model, inputs, num_items_in_batch=count)

@@ -17,7 +17,7 @@ def print_ranked(rows) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from llm4rec.cli import comma_list, parse_seeds
+    from llm4rec.command_options import comma_list, parse_seeds
     from llm4rec.compare.config import load_experiment
     from llm4rec.compare.runner import LOG_FILE, run_compare
 
@@ -56,6 +56,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from llm4rec.compare.methods import catalogue_markdown
+
+    print(catalogue_markdown(), end="")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser(
         "compare",
@@ -82,3 +89,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     report.add_argument("directory", help="a directory written by llm4rec compare, lsat, ctr or popularity")
     report.add_argument("-q", "--quiet", action="store_true", help="do not print the ranked table")
     report.set_defaults(func=cmd_report)
+
+    methods = commands.add_parser(
+        "methods",
+        help="list every method name of both sides, what it does and the config sections it reads",
+        description="Print the method catalogues (llm4rec.llm.catalogue, llm4rec.ctr.catalogue) as a markdown table: "
+        "the names `llm4rec compare` takes, what each does, and the config sections that make up its resume key. "
+        "docs/methods.md holds the same table.",
+    )
+    methods.set_defaults(func=cmd_methods)

@@ -17,15 +17,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm4rec.compare.methods import MethodSpec, parse_methods
+from llm4rec.compare.methods import POPULARITY_SMOOTHING, MethodSpec, parse_methods
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 
 # Set by the experiment's top level, so not allowed inside the llm: / ctr: sections.
 LLM_OWNED = ("data", "methods", "first_test_period", "last_test_period", "out", "seed")
 CTR_OWNED = ("data", "models", "updates", "seed", "last_test_period", "protocol")
-LLM_FAMILY_ORDER = ("FR", "FT", "LSAT")
-POPULARITY_SMOOTHING = 10.0  # pseudo-interactions at the prior, as `llm4rec popularity`
 
 
 def _check_seeds(seeds: list[int], where: str) -> None:
@@ -70,7 +68,7 @@ class ExperimentConfig:
     ctr_seeds: list[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from llm4rec.llm.run import resolve_data_config
+        from llm4rec.data.config import resolve_data_config
 
         self.data = resolve_data_config(self.data)
         _check_seeds(self.seeds, f"{self.where}: seeds")
@@ -112,11 +110,13 @@ class ExperimentConfig:
         section, seeds = _section(self.llm, LLM_OWNED, where)
         if "test" in (section.get("samples") or {}):
             raise ConfigError(f"{where}.samples.test: the tested rows are the experiment's test_samples")
-        families = {s.family for s in specs}
-        section["methods"] = [f for f in LLM_FAMILY_ORDER if f in families]
+        from llm4rec.llm.catalogue import FAMILIES
+
+        families = {s.entry.family for s in specs}
+        section["methods"] = [f for f in FAMILIES if f in families]
         section["task_arithmetic"] = {
             **(section.get("task_arithmetic") or {}),
-            "modes": [s.merge_mode for s in specs if s.merge_mode],
+            "modes": [s.entry.merge_mode for s in specs if s.entry.merge_mode],
         }
         section["samples"] = {**(section.get("samples") or {}), "test": self.test_samples}
         section.update(
@@ -130,7 +130,8 @@ class ExperimentConfig:
 
     def _ctr_config(self, specs: list[MethodSpec]):
         from llm4rec.config import from_dict
-        from llm4rec.ctr.config import UPDATE_MODES, CtrConfig
+        from llm4rec.ctr.catalogue import UPDATE_MODES
+        from llm4rec.ctr.config import CtrConfig
 
         where = f"{self.where}: ctr"
         section, seeds = _section(self.ctr, CTR_OWNED, where)
@@ -141,7 +142,7 @@ class ExperimentConfig:
         section["updates"] = list(UPDATE_MODES)
         section["incremental"] = {
             **incremental,
-            "methods": list(dict.fromkeys(s.method for s in specs if s.method.split("+")[0] not in UPDATE_MODES)),
+            "methods": list(dict.fromkeys(s.entry.config_name for s in specs if not s.entry.is_update_mode)),
         }
         section["last_test_period"] = self.last_test_period
         section["data"] = dataclasses.asdict(self.data)
@@ -159,35 +160,23 @@ class ExperimentConfig:
         lsat.train = dataclasses.replace(self.lsat.train, seed=seed)
         return lsat
 
+    def ctr_config_of(self, spec: MethodSpec):
+        """The CtrConfig a CTR method runs with: the experiment's, with the window of its BU<w> name."""
+        window = spec.entry.window
+        return dataclasses.replace(self.ctr_config, window=window) if window else self.ctr_config
+
     def method_settings(self, spec: MethodSpec) -> dict:
-        """What produces this method's results beyond the shared protocol: a changed value changes its key."""
+        """What produces this method's results beyond the shared protocol, as its catalogue entry declares it:
+        a changed value changes its key."""
         if spec.is_llm:
-            lsat = dataclasses.asdict(self.lsat)
-            used = ["backbone", "build_backbone", "template", "cutoff", "lora", "train", "samples", "score_batch_size"]
-            if spec.family == "LSAT":
-                used.append("long_term")
-            if spec.lsat_name == "LSAT-ensemble":
-                used.append("ensemble")
-            settings = {k: lsat[k] for k in used}
-            if spec.merge_mode:
-                settings["task_arithmetic"] = {k: v for k, v in lsat["task_arithmetic"].items() if k != "modes"}
-            settings["train"] = {k: v for k, v in settings["train"].items() if k != "seed"}  # the seed is keyed apart
-            return settings
+            from llm4rec.llm.catalogue import key_settings
+
+            return key_settings(spec.entry, self.lsat)
         if spec.side == "reference":
             return {"smoothing": POPULARITY_SMOOTHING}
-        ctr = dataclasses.asdict(self.ctr_config)
-        settings = {k: ctr[k] for k in ("features", "model", "train", "pretrain_periods")}
-        base = spec.method.split("+")[0]
-        if base == "BU":
-            settings["window"] = spec.window
-        extra = {"Reservoir": "replay", "SPMF": "replay", "MEGG": "replay", "IncCTR": "inc_ctr", "SML": "sml"}
-        if base.startswith("ASMG"):
-            settings["asmg"] = ctr["incremental"]["asmg"]
-        elif base in extra:
-            settings[extra[base]] = ctr["incremental"][extra[base]]
-        if spec.method == "ReLoop2" or spec.method.endswith("+ReLoop2"):
-            settings["reloop2"] = ctr["incremental"]["reloop2"]
-        return settings
+        from llm4rec.ctr.catalogue import key_settings
+
+        return key_settings(spec.entry, self.ctr_config_of(spec))
 
     def unit_key(self, spec: MethodSpec, seed: int, dataset_fingerprint: str) -> str:
         """The hash of everything that produces a (method, seed) run's results: its directory name."""

@@ -1,55 +1,35 @@
-"""The method names an experiment config may list, from both sides, and what each name means.
+"""The row names an experiment config may list, from both sides, resolved through the sides' catalogues.
 
-LLM methods (one LoRA session on the experiment's backbone, :mod:`llm4rec.llm.lsat`):
-``LLM-FR``, ``LLM-FT``, ``LSAT-long``, ``LSAT-short``, ``LSAT-ensemble`` and
-``LSAT-ta-<mode>`` for every task-arithmetic mode.
-
-CTR methods are ``<Model>-<Method>``: a model of :mod:`llm4rec.ctr.models` and
-an update mode (``IU``, ``FR``, ``BU<w>`` with the window in the name), an
-incremental-learning strategy, ``ReLoop2`` or ``<base>+ReLoop2``
-(:mod:`llm4rec.incremental`).
-
-``Popularity`` is the item-popularity reference (:mod:`llm4rec.baselines.popularity`):
-what any model has to beat. Names are exactly the result rows' names.
+LLM methods are the entries of :mod:`llm4rec.llm.catalogue` (``LLM-FR``, ``LLM-FT``, ``LSAT-long``, ...,
+``LSAT-ta-<mode>``). CTR methods are ``<Model>-<Method>``: a model of :mod:`llm4rec.ctr.models` and a method of
+:mod:`llm4rec.ctr.catalogue` (``IU``, ``BU<w>``, ``FR``, a strategy, ``ReLoop2`` or ``<base>+ReLoop2``).
+``Popularity`` is the item-popularity reference (:mod:`llm4rec.baselines.popularity`): what any model has to
+beat. Names are exactly the result rows' names; ``llm4rec methods`` lists them all.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from llm4rec.errors import ConfigError
 
-LLM_FAMILIES = {"LLM-FR": "FR", "LLM-FT": "FT"}  # the rest are LSAT's
-LSAT_SINGLE = ["LSAT-long", "LSAT-short", "LSAT-ensemble"]
-TA_PREFIX = "LSAT-ta-"
-REFERENCES = ["Popularity"]
-_BU = re.compile(r"BU([1-9][0-9]*)")
+REFERENCES = {"Popularity": "each item's smoothed positive rate over periods 0..t (the reference to beat)"}
+POPULARITY_SMOOTHING = 10.0  # pseudo-interactions at the prior, as `llm4rec popularity`
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One row name of the comparison, parsed."""
+    """One row name of the comparison, parsed: ``entry`` is an LlmEntry (llm) or a CtrMethod (ctr)."""
 
     name: str
     side: Literal["llm", "ctr", "reference"]
-    family: str = ""  # llm: FR, FT or LSAT
-    lsat_name: str = ""  # llm: the name llm4rec.llm.lsat gives it (FR, FT, LSAT-long, ..., LSAT-ta-exact)
-    merge_mode: str = ""  # llm: the task-arithmetic mode of LSAT-ta-<mode>
+    entry: object = None
     model: str = ""  # ctr: the model
-    method: str = ""  # ctr: the registry's method name (IU, BU, FR, SPMF, IncCTR+ReLoop2, ...)
-    window: int = 0  # ctr: w of BU<w> (0 when the method has no batch-update base)
 
     @property
     def is_llm(self) -> bool:
         return self.side == "llm"
-
-
-def llm_method_names() -> list[str]:
-    from llm4rec.llm.merge import MERGE_MODES
-
-    return [*LLM_FAMILIES, *LSAT_SINGLE, *(TA_PREFIX + mode for mode in MERGE_MODES)]
 
 
 def ctr_models() -> list[str]:
@@ -58,55 +38,30 @@ def ctr_models() -> list[str]:
     return list(MODELS)
 
 
-def ctr_method_parts() -> list[str]:
-    """The ``<Method>`` half of a CTR name (``BU<w>`` stands for any window)."""
-    from llm4rec.incremental.config import known_method_names
-
-    names = ["IU", "BU<w>", "FR"]
-    for name in known_method_names():
-        if name != "IU+ReLoop2":  # IU with the memory is named ReLoop2
-            names.append(name.replace("BU+", "BU<w>+"))
-    return names
-
-
 def valid_names_help() -> str:
+    from llm4rec.ctr.catalogue import method_names
+    from llm4rec.llm.catalogue import ENTRIES
+
     return (
-        f"LLM methods: {llm_method_names()}; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
-        f"Method in {ctr_method_parts()}; the reference: {REFERENCES}"
+        f"LLM methods: {list(ENTRIES)}; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
+        f"Method in {method_names()}; the reference: {list(REFERENCES)} (`llm4rec methods` lists them all)"
     )
-
-
-def _ctr_spec(name: str) -> MethodSpec | None:
-    from llm4rec.incremental.config import STRATEGIES, split_reloop
-
-    model, sep, method = name.partition("-")
-    if not sep or model not in ctr_models() or method == "IU+ReLoop2":  # that one is named <Model>-ReLoop2
-        return None
-    base, _ = split_reloop(method)
-    window, registry_name = 0, method
-    bu = _BU.fullmatch(base)
-    if bu:
-        window = int(bu.group(1))
-        registry_name = method.replace(base, "BU", 1)
-    elif base == "BU" or (base not in ("IU", "FR") and base not in STRATEGIES):
-        return None  # BU without its window, or not a method
-    return MethodSpec(name=name, side="ctr", model=model, method=registry_name, window=window)
 
 
 def parse_method(name: str) -> MethodSpec:
     """The spec of a row name; unknown names raise ConfigError listing the valid ones."""
+    from llm4rec.ctr.catalogue import parse_method as parse_ctr_method
+    from llm4rec.llm.catalogue import ENTRIES
+
     if name in REFERENCES:
         return MethodSpec(name=name, side="reference")
-    if name in LLM_FAMILIES:
-        return MethodSpec(name=name, side="llm", family=LLM_FAMILIES[name], lsat_name=LLM_FAMILIES[name])
-    if name in LSAT_SINGLE:
-        return MethodSpec(name=name, side="llm", family="LSAT", lsat_name=name)
-    if name.startswith(TA_PREFIX) and name in llm_method_names():
-        return MethodSpec(name=name, side="llm", family="LSAT", lsat_name=name, merge_mode=name[len(TA_PREFIX) :])
-    spec = _ctr_spec(name)
-    if spec is None:
+    if name in ENTRIES:
+        return MethodSpec(name=name, side="llm", entry=ENTRIES[name])
+    model, sep, method = name.partition("-")
+    ctr_method = parse_ctr_method(method) if sep and model in ctr_models() else None
+    if ctr_method is None:
         raise ConfigError(f"methods: {name!r} is not a method; {valid_names_help()}")
-    return spec
+    return MethodSpec(name=name, side="ctr", entry=ctr_method, model=model)
 
 
 def parse_methods(names: list[str]) -> list[MethodSpec]:
@@ -117,3 +72,34 @@ def parse_methods(names: list[str]) -> list[MethodSpec]:
     if twice:
         raise ConfigError(f"methods: {twice} listed more than once; every method name must be unique")
     return [parse_method(name) for name in names]
+
+
+def catalogue_markdown() -> str:
+    """The method list of docs/methods.md (and ``llm4rec methods --markdown``), made from the catalogues."""
+    from llm4rec.ctr import catalogue as ctr
+    from llm4rec.llm import catalogue as llm
+
+    def shared(sections: tuple[str, ...]) -> str:
+        return "Every method reads " + ", ".join(f"`{s}`" for s in sections) + "; the table gives its own sections."
+
+    def table(rows: list[dict]) -> list[str]:
+        lines = ["| method | what it does | its own config sections (part of its resume key) |", "|---|---|---|"]
+        for row in rows:
+            sections = ", ".join(f"`{s}`" for s in row["sections"]) or "–"
+            lines.append(f"| `{row['name']}` | {row['help']} | {sections} |")
+        return lines
+
+    lines = ["### LLM methods (`llm:` section of an experiment; `llm4rec lsat`)", "", shared(llm.SHARED_SECTIONS), ""]
+    lines += [*table(llm.catalogue_rows()), ""]
+    lines += [
+        f"### CTR methods: `<Model>-<Method>`, Model in {', '.join(f'`{m}`' for m in ctr_models())}",
+        "",
+        shared(ctr.SHARED_SECTIONS),
+        "",
+        *table(ctr.catalogue_rows()),
+        "",
+        "### Reference",
+        "",
+        *table([{"name": name, "help": text, "sections": []} for name, text in REFERENCES.items()]),
+    ]
+    return "\n".join(lines) + "\n"

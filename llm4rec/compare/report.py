@@ -66,8 +66,7 @@ def _notes(manifest: dict, rows: list[ResultRow]) -> str:
 
 def write_report(directory: str | Path) -> dict[str, Path]:
     """Rewrite ``results.{json,csv,md}`` and the plots of ``directory`` from what is saved there."""
-    from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
-    from llm4rec.eval.report import read_results, with_means, write_results
+    from llm4rec.eval.report import read_results, write_run
 
     directory = Path(directory)
     store = ResultStore(directory)
@@ -89,14 +88,5 @@ def write_report(directory: str | Path) -> dict[str, Path]:
         raise Llm4recError(f"{directory}: no {MANIFEST} or results.json to report on")
     if not rows:
         raise Llm4recError(f"{directory}: no finished results yet")
-    paths = write_results(rows, directory, title=title, notes=notes)
-    rows = with_means(rows)
-    tested = {r.period for r in rows if r.period != "mean"}
-    if len(tested) > 1 or manifest is not None:
-        paths["auc_per_period"] = plot_metric_per_period(
-            rows, directory / "auc_per_period.png", title=f"{name}: AUC per tested period", highlight=highlight
-        )
-    paths["auc_mean"] = plot_mean_metric(
-        rows, directory / "auc_mean.png", title=f"{name}: mean AUC over the tested periods", highlight=highlight
-    )
-    return paths
+    return write_run(directory, rows, title, plot_title=name, notes=notes, highlight=highlight,
+                     plot_periods=True if manifest is not None else None)  # fmt: skip

@@ -80,24 +80,29 @@ def manifest(config: ExperimentConfig, runs: list[PlannedRun], fingerprint: str,
 
 
 class LlmSide:
-    """One LoRA session per seed, opened on first use (a finished comparison never loads the backbone)."""
+    """One LoRA session per seed, opened on first use (a finished comparison never loads the backbone); each
+    method built by its catalogue entry."""
 
     def __init__(self, config: ExperimentConfig, timeline, out: Path, progress: bool) -> None:
         self.config, self.timeline, self.out, self.progress = config, timeline, out, progress
-        self.methods: dict[int, dict] = {}
+        self.sessions: dict[int, object] = {}
+        self.lsat: dict[int, object] = {}
 
     def method(self, spec: MethodSpec, seed: int):
-        if seed not in self.methods:
-            from llm4rec.llm.lsat import PeriodAdapters, build_methods, open_session
+        from llm4rec.llm.catalogue import build_method, session_view
+        from llm4rec.llm.session import open_session
 
+        if seed not in self.sessions:
             lsat = self.config.lsat_for_seed(seed, str(self.out / "llm" / f"seed_{seed}"))
             started = time.perf_counter()
             log.info("LLM seed %d: opening the backbone %s", seed, lsat.backbone.model_name_or_path)
             # A first run builds the scratch backbone (minutes): that gets its own bar; the fits report to the log.
-            session = open_session(lsat, self.timeline, progress=False, build_progress=self.progress)
+            self.sessions[seed] = open_session(
+                session_view(lsat), self.timeline, progress=False, build_progress=self.progress
+            )
+            self.lsat[seed] = lsat
             log.info("LLM seed %d: backbone ready in %.1f s", seed, time.perf_counter() - started)
-            self.methods[seed] = {m.name: m for m in build_methods(lsat, PeriodAdapters(session, lsat))}
-        method = self.methods[seed][spec.lsat_name]
+        method = build_method(spec.entry, self.sessions[seed], self.lsat[seed])
         method.name = spec.name
         return method
 
@@ -108,16 +113,14 @@ class CtrSide:
         self.features = None
 
     def method(self, spec: MethodSpec, seed: int):
+        from llm4rec.ctr.catalogue import build_method
         from llm4rec.ctr.updates import timeline_features
-        from llm4rec.incremental.registry import build_method
 
-        ctr = self.config.ctr_config
         if self.features is None:
-            self.features = timeline_features(self.timeline, self.config.data.label_threshold, ctr.features)
-        if spec.window:
-            ctr = dataclasses.replace(ctr, window=spec.window)
-        method = build_method(spec.method, spec.model, self.features, ctr, seed)
-        if method.name != spec.name:  # the registry's naming and ours must agree, or results land under two names
+            features = self.config.ctr_config.features
+            self.features = timeline_features(self.timeline, self.config.data.label_threshold, features)
+        method = build_method(spec.entry, spec.model, self.features, self.config.ctr_config_of(spec), seed)
+        if method.name != spec.name:  # the catalogue's naming and ours must agree, or results land under two names
             raise Llm4recError(f"internal: {spec.name} was built as {method.name}")
         return method
 
@@ -144,7 +147,7 @@ class Sides:
 
         if spec.side == "reference":
             from llm4rec.baselines.popularity import ItemPopularity
-            from llm4rec.compare.config import POPULARITY_SMOOTHING
+            from llm4rec.compare.methods import POPULARITY_SMOOTHING
 
             return ItemPopularity(POPULARITY_SMOOTHING, name=spec.name), None
         if spec.is_llm:
@@ -154,7 +157,8 @@ class Sides:
         torch.set_num_threads(ctr.threads or self.default_threads)
         # Kept up to date from pre-training on; FR retrains from scratch each time, so it needs no burn-in
         # (its first fit is the full retraining through the period before the first test).
-        return self.ctr.method(spec, seed), (None if spec.method == "FR" else ctr.pretrain_periods - 1)
+        fr = spec.entry.base.name == "FR" and not spec.entry.with_memory
+        return self.ctr.method(spec, seed), (None if fr else ctr.pretrain_periods - 1)
 
     def restore_threads(self) -> None:
         import torch
@@ -242,30 +246,35 @@ class RunSaver:
 
 
 class _RunLog:
-    """compare.log in the output directory (INFO), warnings on the console through tqdm; restored on exit."""
+    """compare.log in the output directory (INFO), warnings on the console written through tqdm (tqdm's
+    ``logging_redirect_tqdm``, so log lines do not break the progress bar); restored on exit."""
 
     def __init__(self, path: Path, verbose: bool) -> None:
         self.path, self.verbose = path, verbose
 
     def __enter__(self) -> _RunLog:
-        class TqdmHandler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                tqdm.write(self.format(record))
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self.logger = logging.getLogger("llm4rec")
         self.saved = (self.logger.level, self.logger.propagate)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = logging.FileHandler(self.path, encoding="utf-8")
         self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.console = TqdmHandler(logging.INFO if self.verbose else logging.WARNING)
+        self.console = logging.StreamHandler()
         self.console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         for handler in (self.file, self.console):
             self.logger.addHandler(handler)
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False
+        self.redirect = logging_redirect_tqdm(loggers=[self.logger])
+        self.redirect.__enter__()  # the console handler is replaced by one that writes through tqdm
+        for handler in self.logger.handlers:
+            if handler is not self.file:
+                handler.setLevel(logging.INFO if self.verbose else logging.WARNING)
         return self
 
     def __exit__(self, *exc) -> None:
+        self.redirect.__exit__(*exc)
         for handler in (self.file, self.console):
             self.logger.removeHandler(handler)
         self.file.close()
@@ -277,10 +286,10 @@ def run_compare(
     config: ExperimentConfig, out: str | Path, progress: bool = True, verbose: bool = False
 ) -> CompareOutcome:
     """Run (or continue) the comparison into ``out``; returns every current result row."""
+    from llm4rec.command_options import quiet_libraries
     from llm4rec.compare.report import write_report
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
-    from llm4rec.llm.commands import quiet_libraries
 
     out = Path(out)
     started = time.perf_counter()

@@ -5,7 +5,7 @@
     DIR/experiment.json                     the resolved config, the dataset it ran on, each run's key
     DIR/runs/<method>/seed_<s>-<key>/       one (method, seed) run; <key> hashes what produced it
         period_<t>.json                     the result row of tested period t (the shared schema)
-        period_<t>.csv                      its predictions: user_id, item_id, label, p
+        period_<t>.csv                      its predictions (the shared schema: user_id, item_id, label, p)
         model_through_<t-1>.safetensors     CTR: the model that scored period t (LLM runs: their adapters
                                             are in DIR/llm/seed_<s>/adapters, keyed by recipe)
     DIR/compare.log                         what every run did, appended to on each resume
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.errors import Llm4recError
+from llm4rec.eval.report import write_predictions
 from llm4rec.eval.results import ResultRow
 from llm4rec.io import atomic_path, write_json
 
@@ -102,9 +103,7 @@ class ResultStore:
 
     def save(self, run_dir: Path, row: ResultRow, samples: pd.DataFrame, p: np.ndarray, model=None) -> None:
         """Predictions and the model first, the result last: a result file means its period is complete."""
-        predictions = samples[["user_id", "item_id", "label"]].assign(p=p)
-        with atomic_path(run_dir / f"period_{row.period}.csv") as tmp:
-            predictions.to_csv(tmp, index=False)
+        write_predictions(run_dir / f"period_{row.period}.csv", samples, p)
         if model is not None:
             from safetensors.torch import save_file
 

@@ -12,16 +12,13 @@ from pathlib import Path
 
 def period_methods(config, features, seed: int) -> list:
     """Every configured method for one seed: each model x (update modes, then incremental methods)."""
-    from llm4rec.ctr.updates import CtrUpdateMethod
-    from llm4rec.incremental.registry import build_method
+    from llm4rec.ctr.catalogue import build_method
 
-    methods = []
-    for model in config.models:
-        for mode in config.updates:
-            methods.append(CtrUpdateMethod(model, mode, features, config.model, config.train, config.window, seed))
-        for name in config.incremental.methods:
-            methods.append(build_method(name, model, features, config, seed))
-    return methods
+    return [
+        build_method(name, model, features, config, seed)
+        for model in config.models
+        for name in [*config.updates, *config.incremental.methods]
+    ]
 
 
 def _training_report(method) -> dict:
@@ -73,7 +70,7 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
 
 
 def cmd_ctr(args: argparse.Namespace) -> int:
-    from llm4rec.cli import comma_list, parse_seeds
+    from llm4rec.command_options import comma_list, parse_seeds
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
     from llm4rec.eval.report import (
@@ -83,9 +80,8 @@ def cmd_ctr(args: argparse.Namespace) -> int:
         ranked_seed_means,
         summary_table,
         with_means,
-        write_results,
+        write_run,
     )
-    from llm4rec.io import write_json
 
     data = load_yaml(args.config)
     for option in ("models", "updates"):
@@ -114,20 +110,17 @@ def cmd_ctr(args: argparse.Namespace) -> int:
         print(markdown_table(means, columns))
     print(f"{len(means)} methods x {len(config.run_seeds)} seed(s) in {seconds:.1f} s", file=sys.stderr)
     if args.out:
-        from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
-
         out = Path(args.out)
         setting = "random 8:1:1 split" if config.protocol == "random" else "periods"
         what = "CTR methods" if config.incremental.methods else "CTR baselines"
-        paths = write_results(rows, out, title=f"{what} on {config.data.name} ({setting})")
-        if config.protocol != "random":  # one split, no periods to draw
-            plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{config.data.name}: AUC per period")
-        plot_mean_metric(rows, out / "auc_mean.png", title=f"{config.data.name}: mean AUC ({setting})")
-        write_json(out / "config.json", dataclasses.asdict(config))
         by = "seeds" if len(config.run_seeds) > 1 else "methods"  # {seed: {method: ...}} or {method: ...}
-        write_json(out / "training.json", {"seconds": round(seconds, 1), by: reports})
+        write_run(
+            out, rows, title=f"{what} on {config.data.name} ({setting})", plot_title=f"{config.data.name} ({setting})",
+            config=dataclasses.asdict(config), training={"seconds": round(seconds, 1), by: reports},
+            plot_periods=config.protocol != "random",  # one split, no periods to draw
+        )  # fmt: skip
         print(
-            f"results written to {Path(paths['md']).parent}/results.{{json,csv,md}}, "
+            f"results written to {out}/results.{{json,csv,md}}, "
             f"{'' if config.protocol == 'random' else 'auc_per_period.png, '}auc_mean.png, "
             "config.json and training.json (epochs and val AUC of every fit)",
             file=sys.stderr,
@@ -136,21 +129,26 @@ def cmd_ctr(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from llm4rec.ctr.catalogue import STRATEGIES, UPDATE_MODES, method_names
+
+    updates, strategies = ", ".join(UPDATE_MODES), ", ".join([*STRATEGIES, "ReLoop2"])
     ctr = commands.add_parser(
         "ctr",
         help="run the CTR baselines (MF, EmbMLP, WideDeep, DeepFM, DCN, NFM, DIN) and incremental methods over periods",
         description="Pre-train each model on the first K periods, then keep it up to date by incremental update "
         "(IU), batch update on the last w periods (BU-w) and full retraining (FR), testing on period t+1, and by "
-        "the incremental-learning methods named in `incremental.methods` (Reservoir, SPMF, MEGG, IncCTR, ReLoop2, "
-        "ASMG-GRU, ASMG-Linear, SML); or, with `protocol: random`, the static 8:1:1 random-split setting. "
+        f"the incremental-learning methods named in `incremental.methods` ({strategies}, or <base>+ReLoop2); or, "
+        "with `protocol: random`, the static 8:1:1 random-split setting. `llm4rec methods` lists every method. "
         "See docs/ctr.md and docs/incremental.md.",
     )
     ctr.add_argument("--config", required=True, help="a CTR config YAML (see configs/ctr/)")
     ctr.add_argument("--out", help="directory for results.{json,csv,md}, auc_per_period.png, config.json")
     ctr.add_argument("--models", help="comma-separated models, overriding the config (e.g. MF,DIN)")
-    ctr.add_argument("--updates", help="comma-separated update modes, overriding the config (IU,BU,FR; '' for none)")
+    ctr.add_argument("--updates", help=f"comma-separated update modes, overriding the config ({updates}; '' for none)")
     ctr.add_argument(
-        "--methods", help="comma-separated incremental methods, overriding incremental.methods (e.g. SPMF,ReLoop2)"
+        "--methods",
+        help="comma-separated incremental methods, overriding incremental.methods (one of "
+        f"{', '.join(m for m in method_names(windowed=False) if m not in UPDATE_MODES)})",
     )
     ctr.add_argument("--seeds", help="comma-separated seeds, overriding seed / seeds (e.g. 0,1,2)")
     ctr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -21,10 +21,24 @@ import pandas as pd
 import torch
 
 from llm4rec.data.histories import history_positions
-from llm4rec.errors import DataError
+from llm4rec.errors import ConfigError, DataError
 
 PAD, OOV = 0, 1
 VOCABULARIES = ("user", "item", "genre")
+
+
+@dataclass
+class FeatureConfig:
+    history_length: int = 30  # the user's last N positive items strictly before the target
+    max_genres: int = 8  # genres / categories kept per item (ML-100K items have at most 6)
+
+    def __post_init__(self) -> None:
+        if self.history_length < 1:
+            raise ConfigError(
+                f"features.history_length: must be >= 1 (the user's last N positive items), got {self.history_length}"
+            )
+        if self.max_genres < 1:
+            raise ConfigError(f"features.max_genres: must be >= 1, got {self.max_genres}")
 
 
 class IdEncoder:

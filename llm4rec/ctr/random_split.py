@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from llm4rec.ctr.config import CtrConfig
@@ -21,7 +22,6 @@ from llm4rec.ctr.models import build_model
 from llm4rec.ctr.train import TrainReport, fit, predict_proba
 from llm4rec.data.tables import RecDataset, apply_label
 from llm4rec.errors import DataError
-from llm4rec.eval.protocol import seed_everything
 from llm4rec.eval.results import ResultRow, score
 
 PERIOD = "random"
@@ -57,7 +57,7 @@ def run_random_split(
     warm = np.isin(table.item[test], table.item[train])
     rows, reports = [], {}
     for name in tqdm(config.models, desc="random split", unit="model", disable=not progress):
-        seed_everything(config.seed)
+        set_seed(config.seed)
         started = time.perf_counter()
         encoders = table.new_encoders()
         encoders.grow(table, train)  # ids of the train split only; val / test ids unseen there are OOV

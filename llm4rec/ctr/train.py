@@ -22,12 +22,31 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from llm4rec.ctr.config import TrainConfig
 from llm4rec.ctr.models.base import CtrModel
+from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
 
 Tensors = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Tensors], torch.Tensor]
+
+
+@dataclass
+class CtrTrainConfig:
+    epochs: int = 10  # at most; early stopping on the val split's AUC usually ends sooner
+    patience: int = 1  # epochs without a better val AUC before stopping
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    eval_batch_size: int = 8192
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "patience", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate: must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay: must be >= 0, got {self.weight_decay}")
 
 
 @dataclass
@@ -88,7 +107,7 @@ def fit(
     model: CtrModel | torch.nn.Module,
     train: Tensors,
     val: Tensors | None,
-    config: TrainConfig,
+    config: CtrTrainConfig,
     seed: int = 0,
     loss: LossFn = bce_loss,
     learning_rate: float | None = None,

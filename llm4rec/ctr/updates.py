@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llm4rec.ctr.config import FeatureConfig, ModelOptions, TrainConfig
-from llm4rec.ctr.features import FeatureTable, build_feature_table
+from llm4rec.ctr.features import FeatureConfig, FeatureTable, build_feature_table
 from llm4rec.ctr.models import CtrModel, build_model, check_model_name
-from llm4rec.ctr.train import TrainReport, fit, predict_proba, take
+from llm4rec.ctr.models.base import ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit, predict_proba, take
 from llm4rec.data.periods import Timeline
 from llm4rec.data.tables import apply_label
 from llm4rec.errors import ConfigError, DataError
@@ -58,7 +58,7 @@ class CtrUpdateMethod:
         mode: str,
         features: FeatureTable,
         options: ModelOptions | None = None,
-        train: TrainConfig | None = None,
+        train: CtrTrainConfig | None = None,
         window: int = 3,
         seed: int = 0,
     ) -> None:
@@ -71,7 +71,7 @@ class CtrUpdateMethod:
         self.name = method_name(model, mode, window)
         self.features = features
         self.options = options or ModelOptions()
-        self.train_config = train or TrainConfig()
+        self.train_config = train or CtrTrainConfig()
         self.encoders = features.new_encoders()
         self.model: CtrModel | None = None
         self.grown_through = -1
@@ -102,7 +102,7 @@ class CtrUpdateMethod:
         else:
             first = period if self.mode == "IU" else max(0, period - self.window + 1)
             self.model.grow(self.encoders.vocab_sizes())
-        train_rows = np.flatnonzero(((periods >= first) & (periods < period)) | ((periods == period) & is_train))
+        train_rows = timeline.training_positions(first, period)
         val_rows = np.flatnonzero((periods == period) & ~is_train)
         self.reports[period] = self.train_period(timeline, period, train_rows, val_rows)
 

@@ -43,6 +43,17 @@ def default_data_config(name: str) -> DataConfig:
     return copy.deepcopy(DATA_PRESETS[name])
 
 
+def resolve_data_config(data: DataConfig | str) -> DataConfig:
+    """A run config's ``data``: a dataset name (its preset), a data config YAML path, or a DataConfig."""
+    if isinstance(data, DataConfig):
+        return data
+    if data.endswith((".yaml", ".yml")):
+        from llm4rec.config import load_config
+
+        return load_config(DataConfig, data)
+    return default_data_config(data)
+
+
 def load_timeline(config: DataConfig) -> Timeline:
     """Load the prepared dataset named by ``config`` and cut it into periods."""
     dataset = load_dataset(config.name)

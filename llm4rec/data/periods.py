@@ -140,6 +140,24 @@ class Timeline:
             mask &= self.table["split"].to_numpy() == split
         return self.table[mask]
 
+    def training_positions(self, first: int, last: int) -> np.ndarray:
+        """Positions in ``table`` of what a fit over periods first..last learns from, on both sides: the train
+        splits of periods first..last plus the val splits of first..last-1 (each already used to select its own
+        period's model, so now just data). Period ``last``'s val split is left for early stopping."""
+        period, split = self.table["period"].to_numpy(), self.table["split"].to_numpy()
+        return np.flatnonzero(((period >= first) & (period < last)) | ((period == last) & (split == "train")))
+
+    def training_rows(self, first: int, last: int) -> pd.DataFrame:
+        """The rows of :meth:`training_positions`."""
+        return self.table.iloc[self.training_positions(first, last)]
+
+    def update_rows(self, period: int) -> pd.DataFrame:
+        """What fine-tuning the LLM's adapter at ``period`` learns from: train_t plus val_{t-1} (no longer needed
+        for selection)."""
+        period_of, split = self.table["period"].to_numpy(), self.table["split"].to_numpy()
+        keep = ((period_of == period) & (split == "train")) | ((period_of == period - 1) & (split == "val"))
+        return self.table[keep]
+
     def through(self, index: int) -> pd.DataFrame:
         """All rows of periods 0..index (train and val)."""
         self.check_period(index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 # Probabilities are clipped before LogLoss so one confident mistake gives a
 # large but finite loss, as in FuxiCTR and RecBole.
@@ -88,12 +88,3 @@ def logloss(y, p) -> float:
     if len(y) == 0:
         return float("nan")
     return float(log_loss(y, np.clip(p, LOGLOSS_EPS, 1 - LOGLOSS_EPS), labels=[0, 1]))
-
-
-def rmse(y, r) -> float:
-    """Root mean squared error between true ratings y and predicted ratings r."""
-    y, r = _as_1d("y", y), _as_1d("r", r)
-    _check_same_length(y=y, r=r)
-    if len(y) == 0:
-        return float("nan")
-    return float(np.sqrt(mean_squared_error(y, r)))

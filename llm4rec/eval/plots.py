@@ -12,8 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from llm4rec.eval.report import across_seeds  # noqa: E402
-from llm4rec.eval.results import MEAN, METRIC_COLUMNS, ResultRow  # noqa: E402
+from llm4rec.eval.results import MEAN, METRIC_COLUMNS, ResultRow, across_seeds  # noqa: E402
 from llm4rec.io import atomic_path  # noqa: E402
 
 

@@ -11,7 +11,6 @@ periods after t, and it selects checkpoints on period t's val split only.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -36,16 +35,6 @@ class PeriodMethod(Protocol):
 
     def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
         """P(label = 1) for each row of ``samples`` (rows of the timeline's table)."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-    except ImportError:  # the protocol itself needs no torch
-        return
-    torch.manual_seed(seed)
 
 
 def _check_probabilities(method: str, p, n: int) -> np.ndarray:
@@ -107,7 +96,9 @@ def run_protocol(
     if not 0 <= first_fit <= first_test_period - 1:
         raise ConfigError(f"fit_from: expected a period in 0..{first_test_period - 1}, got {fit_from}")
     reuse = reuse or {}
-    seed_everything(seed)
+    from accelerate.utils import set_seed
+
+    set_seed(seed)  # random, numpy and torch (and any accelerator's generators)
     started = time.perf_counter()
     for period in range(first_fit, first_test_period - 1):  # burn-in: fitted, not scored
         method.fit(timeline, period)

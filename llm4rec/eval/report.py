@@ -1,8 +1,15 @@
-"""Writing results: ``results.json``, ``results.csv`` and ``results.md`` (each written atomically).
+"""Writing a run's output: results, predictions, plots, config and training record (each file written atomically).
 
-When rows of several seeds are present, :func:`across_seeds` aggregates them
-per (method, period, split) into mean and standard deviation over the seeds,
-and the markdown tables show ``mean ± std``; with one seed they look as before.
+:func:`write_run` is the one writer every runner (``ctr``, ``lsat``, ``train``,
+``compare``, ``popularity``, ``fewshot``) calls: ``results.{json,csv,md}``, the
+AUC plots, and ``config.json`` / ``training.json`` when given. Predictions have
+one schema everywhere (:data:`PREDICTION_COLUMNS`), written by
+:func:`write_predictions`.
+
+When rows of several seeds are present, :func:`~llm4rec.eval.results.across_seeds`
+aggregates them per (method, period, split) into mean and standard deviation
+over the seeds, and the markdown tables show ``mean ± std``; with one seed they
+look as before.
 """
 
 from __future__ import annotations
@@ -11,79 +18,16 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from llm4rec.eval.results import COLUMNS, MEAN, METRIC_COLUMNS, ResultRow, mean_rows
+from llm4rec.eval.results import COLUMNS, MEAN, SUMMARY_COLUMNS, ResultRow, SeedSummary, across_seeds, mean_rows
 from llm4rec.io import write_json, write_text
 
-SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]
-
-
-@dataclass
-class SeedSummary:
-    """One (method, period, split) over seeds: each metric's mean and sample standard deviation (ddof = 1).
-
-    ``period`` is a tested period or ``"mean"`` (then each seed's value is its mean over the periods).
-    ``std`` is NaN with a single seed; NaN values of a seed (one-class groups) are skipped.
-    """
-
-    method: str
-    period: int | str
-    split: str
-    seeds: list[int]
-    n: int  # samples per seed (the first seed's; the same for every seed under the protocol)
-    mean: dict[str, float]
-    std: dict[str, float]
-
-    def to_dict(self) -> dict:
-        def clean(values: dict[str, float]) -> dict:
-            return {k: (None if math.isnan(v) else v) for k, v in values.items()}
-
-        return {
-            "method": self.method,
-            "period": self.period,
-            "split": self.split,
-            "seeds": self.seeds,
-            "n": self.n,
-            "mean": clean(self.mean),
-            "std": clean(self.std),
-        }
-
-
-def _mean_and_std(values: list[float]) -> tuple[float, float]:
-    array = np.array(values, dtype=float)
-    array = array[~np.isnan(array)]
-    if len(array) == 0:
-        return float("nan"), float("nan")
-    return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else float("nan"))
-
-
-def across_seeds(rows: list[ResultRow]) -> list[SeedSummary]:
-    """Rows grouped by (method, period, split), first-seen order, each metric averaged over the seeds.
-
-    Pass mean rows (see :func:`with_means`) for the usual "mean over periods, then mean ± std over seeds".
-    """
-    groups: dict[tuple, list[ResultRow]] = {}
-    for row in rows:
-        groups.setdefault((row.method, row.period, row.split), []).append(row)
-    out = []
-    for (method, period, split), group in groups.items():
-        stats = {column: _mean_and_std([getattr(r, column) for r in group]) for column in SUMMARY_COLUMNS}
-        out.append(
-            SeedSummary(
-                method=method,
-                period=period,
-                split=split,
-                seeds=sorted({r.seed for r in group}),
-                n=group[0].n,
-                mean={c: m for c, (m, _) in stats.items()},
-                std={c: s for c, (_, s) in stats.items()},
-            )
-        )
-    return out
+# One row per scored sample, for every runner: who, what, the label, and P(label = 1) as the method scored it.
+PREDICTION_COLUMNS = ["user_id", "item_id", "label", "p"]
 
 
 def n_seeds(rows: list[ResultRow]) -> int:
@@ -221,3 +165,53 @@ def read_results(path: str | Path) -> list[ResultRow]:
     if path.is_dir():
         path = path / "results.json"
     return [ResultRow.from_dict(d) for d in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def prediction_table(samples: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
+    """The predictions of ``samples`` (rows of a timeline table) in the shared schema, :data:`PREDICTION_COLUMNS`."""
+    return samples[PREDICTION_COLUMNS[:-1]].reset_index(drop=True).assign(p=np.asarray(p, dtype=np.float64))
+
+
+def write_predictions(path: str | Path, samples: pd.DataFrame, p: np.ndarray) -> Path:
+    """``path`` (CSV): the predictions of ``samples`` in the shared schema."""
+    from llm4rec.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        prediction_table(samples, p).to_csv(tmp, index=False)
+    return path
+
+
+def write_run(
+    out: str | Path,
+    rows: list[ResultRow],
+    title: str,
+    plot_title: str | None = None,
+    notes: str | None = None,
+    highlight: dict[str, list[str]] | None = None,
+    config: dict | None = None,
+    training: dict | None = None,
+    plot_periods: bool | None = None,
+) -> dict[str, Path]:
+    """Everything a run leaves in ``out``: ``results.{json,csv,md}`` (titled ``title``), ``auc_mean.png`` and, with
+    more than one tested period (or ``plot_periods``), ``auc_per_period.png`` (titled ``plot_title``, default
+    ``title``), and ``config.json`` / ``training.json`` when given. Returns the paths written."""
+    from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
+
+    out = Path(out)
+    paths = write_results(rows, out, title=title, notes=notes)
+    rows = with_means(rows)
+    plot_title = plot_title or title
+    tested = {r.period for r in rows if r.period != MEAN}
+    if plot_periods if plot_periods is not None else len(tested) > 1:
+        paths["auc_per_period"] = plot_metric_per_period(
+            rows, out / "auc_per_period.png", title=f"{plot_title}: AUC per tested period", highlight=highlight
+        )
+    paths["auc_mean"] = plot_mean_metric(
+        rows, out / "auc_mean.png", title=f"{plot_title}: mean AUC over the tested periods", highlight=highlight
+    )
+    for name, record in (("config", config), ("training", training)):
+        if record is not None:
+            paths[name] = out / f"{name}.json"
+            write_json(paths[name], record)
+    return paths

@@ -18,6 +18,7 @@ from llm4rec.eval import metrics
 
 COLUMNS = ["method", "period", "split", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds", "seed"]
 METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold"]
+SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]  # what across_seeds aggregates
 MEAN = "mean"
 
 
@@ -97,6 +98,70 @@ def mean_rows(rows: list[ResultRow]) -> list[ResultRow]:
                 seconds=sum(r.seconds for r in group),
                 seed=seed,
                 **averaged,
+            )
+        )
+    return out
+
+
+@dataclass
+class SeedSummary:
+    """One (method, period, split) over seeds: each metric's mean and sample standard deviation (ddof = 1).
+
+    ``period`` is a tested period or ``"mean"`` (then each seed's value is its mean over the periods).
+    ``std`` is NaN with a single seed; NaN values of a seed (one-class groups) are skipped.
+    """
+
+    method: str
+    period: int | str
+    split: str
+    seeds: list[int]
+    n: int  # samples per seed (the first seed's; the same for every seed under the protocol)
+    mean: dict[str, float]
+    std: dict[str, float]
+
+    def to_dict(self) -> dict:
+        def clean(values: dict[str, float]) -> dict:
+            return {k: (None if math.isnan(v) else v) for k, v in values.items()}
+
+        return {
+            "method": self.method,
+            "period": self.period,
+            "split": self.split,
+            "seeds": self.seeds,
+            "n": self.n,
+            "mean": clean(self.mean),
+            "std": clean(self.std),
+        }
+
+
+def _mean_and_std(values: list[float]) -> tuple[float, float]:
+    array = np.array(values, dtype=float)
+    array = array[~np.isnan(array)]
+    if len(array) == 0:
+        return float("nan"), float("nan")
+    return float(array.mean()), (float(array.std(ddof=1)) if len(array) > 1 else float("nan"))
+
+
+def across_seeds(rows: list[ResultRow]) -> list[SeedSummary]:
+    """Rows grouped by (method, period, split), first-seen order, each metric averaged over the seeds.
+
+    Pass mean rows (see :func:`with_means`) for the usual "mean over periods, then mean ± std over seeds".
+    """
+    groups: dict[tuple, list[ResultRow]] = {}
+    for row in rows:
+        groups.setdefault((row.method, row.period, row.split), []).append(row)
+    out = []
+    for (method, period, split), group in groups.items():
+        stats = {column: _mean_and_std([getattr(r, column) for r in group]) for column in SUMMARY_COLUMNS}
+        out.append(
+            SeedSummary(
+                method=method,
+                period=period,
+                split=split,
+                seeds=sorted({r.seed for r in group}),
+                n=group[0].n,
+                mean={c: m for c, (m, _) in stats.items()},
+                std={c: s for c, (_, s) in stats.items()},
             )
         )
     return out

@@ -11,27 +11,10 @@ from typing import Literal
 
 from llm4rec.errors import ConfigError
 
-# Strategies that train the base model; "<strategy>+ReLoop2" (and "ReLoop2" alone, on IU) adds the error memory.
-STRATEGIES = ["Reservoir", "SPMF", "MEGG", "IncCTR", "ASMG-GRU", "ASMG-Linear", "SML"]
-RELOOP_BASES = ["IU", "BU", "FR", *STRATEGIES]
-RELOOP = "ReLoop2"
 MAX_SKETCH_BITS = 24  # 2^24 buckets x K arrays x 3 float64 sums: beyond this a sketch no longer fits in memory
 
 
-def known_method_names() -> list[str]:
-    return [*STRATEGIES, RELOOP, *(f"{base}+{RELOOP}" for base in RELOOP_BASES)]
-
-
-def split_reloop(name: str) -> tuple[str, bool]:
-    """("IncCTR", True) for "IncCTR+ReLoop2", ("IU", True) for "ReLoop2", ("SPMF", False) for "SPMF"."""
-    if name == RELOOP:
-        return "IU", True
-    if name.endswith("+" + RELOOP):
-        return name[: -len(RELOOP) - 1], True
-    return name, False
-
-
-def check_sequence_length(meta: MetaConfig, n_models: int, first_period: int) -> None:
+def check_sequence_length(meta: AsmgConfig, n_models: int, first_period: int) -> None:
     """ASMG trains its generator once per fit after the first, on up to k models: it needs k + 1 models to
     train once on a full sequence, and ``warm_up`` trainings before it serves at all."""
     k, warm_up = meta.sequence_length, meta.warm_up_trainings
@@ -69,7 +52,7 @@ class ReplayConfig:
 
 
 @dataclass
-class DistillConfig:
+class IncCtrConfig:
     """IncCTR: loss = (1 - kd_lambda) BCE(y, y_hat) + kd_lambda BCE(y_teacher, y_hat)."""
 
     kd_lambda: float = 0.2
@@ -80,7 +63,7 @@ class DistillConfig:
 
 
 @dataclass
-class ErrorMemoryConfig:
+class ReLoop2Config:
     """ReLoop2: an error memory over the base model's last hidden vectors, compensating its output."""
 
     memory: Literal["sketch", "exact"] = "sketch"  # RACE-style LSH sketch, or exact top-k attention
@@ -113,7 +96,7 @@ class ErrorMemoryConfig:
 
 
 @dataclass
-class MetaConfig:
+class AsmgConfig:
     """ASMG: a meta generator over the last k incrementally updated models."""
 
     sequence_length: int = 3  # k: models in the input sequence
@@ -174,23 +157,9 @@ class SmlConfig:
 
 @dataclass
 class IncrementalConfig:
-    methods: list[str] = field(default_factory=list)  # run beside the `updates` (IU / BU / FR)
+    methods: list[str] = field(default_factory=list)  # run beside the `updates`; checked by CtrConfig (the catalogue)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
-    inc_ctr: DistillConfig = field(default_factory=DistillConfig)
-    reloop2: ErrorMemoryConfig = field(default_factory=ErrorMemoryConfig)
-    asmg: MetaConfig = field(default_factory=MetaConfig)
+    inc_ctr: IncCtrConfig = field(default_factory=IncCtrConfig)
+    reloop2: ReLoop2Config = field(default_factory=ReLoop2Config)
+    asmg: AsmgConfig = field(default_factory=AsmgConfig)
     sml: SmlConfig = field(default_factory=SmlConfig)
-
-    def __post_init__(self) -> None:
-        known = known_method_names()
-        unknown = [m for m in self.methods if m not in known]
-        if unknown:
-            raise ConfigError(
-                f"incremental.methods: unknown method(s) {unknown}; available: {STRATEGIES + [RELOOP]}, "
-                f"or '<base>+{RELOOP}' with a base in {RELOOP_BASES}"
-            )
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"incremental.methods: a method is listed twice in {self.methods}")
-
-    def uses_asmg(self) -> bool:
-        return any(split_reloop(m)[0].startswith("ASMG") for m in self.methods)

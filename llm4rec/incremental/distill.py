@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from llm4rec.ctr.config import ModelOptions, TrainConfig
 from llm4rec.ctr.features import FeatureTable, known_by
-from llm4rec.ctr.train import LossFn, TrainReport, fit, predict_proba
+from llm4rec.ctr.models.base import ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, LossFn, TrainReport, fit, predict_proba
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
-from llm4rec.incremental.config import DistillConfig
+from llm4rec.incremental.config import IncCtrConfig
 
 TEACHER = "teacher"  # the batch key holding the teacher's probabilities
 
@@ -49,12 +49,12 @@ class IncCtrMethod(CtrUpdateMethod):
         model: str,
         features: FeatureTable,
         options: ModelOptions | None = None,
-        train: TrainConfig | None = None,
-        distill: DistillConfig | None = None,
+        train: CtrTrainConfig | None = None,
+        distill: IncCtrConfig | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(model, "IU", features, options, train, seed=seed)
-        self.distill = distill or DistillConfig()
+        self.distill = distill or IncCtrConfig()
         self.name = f"{model}-IncCTR"
 
     def train_period(

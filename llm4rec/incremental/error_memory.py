@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from llm4rec.errors import ConfigError
-from llm4rec.incremental.config import MAX_SKETCH_BITS, ErrorMemoryConfig
+from llm4rec.incremental.config import MAX_SKETCH_BITS, ReLoop2Config
 
 
 def _as_matrix(hidden) -> np.ndarray:
@@ -131,7 +131,7 @@ class ExactErrorMemory:
 ErrorMemory = ErrorSketch | ExactErrorMemory
 
 
-def build_memory(config: ErrorMemoryConfig, dim: int, seed: int = 0) -> ErrorMemory:
+def build_memory(config: ReLoop2Config, dim: int, seed: int = 0) -> ErrorMemory:
     if config.memory == "sketch":
         return ErrorSketch(dim, config.n_arrays, config.n_bits, seed)
     return ExactErrorMemory(dim, config.capacity, config.top_k, config.temperature)

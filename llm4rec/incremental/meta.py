@@ -43,15 +43,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llm4rec.ctr.config import ModelOptions, TrainConfig
 from llm4rec.ctr.features import FeatureTable, known_by
-from llm4rec.ctr.models.base import CtrModel
-from llm4rec.ctr.train import predict_proba, take
+from llm4rec.ctr.models.base import CtrModel, ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, predict_proba, take
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
-from llm4rec.incremental.config import MetaConfig, check_sequence_length
+from llm4rec.incremental.config import AsmgConfig, check_sequence_length
 from llm4rec.incremental.params import (
     Params,
     align_tables,
@@ -180,14 +179,14 @@ class AsmgMethod(CtrUpdateMethod):
         generator: str,
         features: FeatureTable,
         options: ModelOptions | None = None,
-        train: TrainConfig | None = None,
-        meta: MetaConfig | None = None,
+        train: CtrTrainConfig | None = None,
+        meta: AsmgConfig | None = None,
         seed: int = 0,
     ) -> None:
         if generator not in GENERATORS:
             raise ConfigError(f"ASMG generator {generator!r} is unknown; available: {list(GENERATORS)}")
         super().__init__(model, "IU", features, options, train, seed=seed)
-        self.kind, self.meta = generator, meta or MetaConfig()
+        self.kind, self.meta = generator, meta or AsmgConfig()
         self.name = f"{model}-ASMG-{generator}"
         self.snapshots: list[Snapshot] = []
         self.states: dict[int, Params] = {}  # GRU hidden state before snapshot i (none: zero)

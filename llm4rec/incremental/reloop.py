@@ -26,7 +26,7 @@ import pandas as pd
 
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import DataError
-from llm4rec.incremental.config import ErrorMemoryConfig
+from llm4rec.incremental.config import ReLoop2Config
 from llm4rec.incremental.error_memory import ErrorMemory, build_memory, compensate
 
 
@@ -42,8 +42,8 @@ class HiddenStateMethod(Protocol):
 class ReLoop2Method:
     """``base`` with ReLoop2's error compensation (a PeriodMethod)."""
 
-    def __init__(self, base: HiddenStateMethod, config: ErrorMemoryConfig | None = None, seed: int = 0) -> None:
-        self.base, self.config, self.seed = base, config or ErrorMemoryConfig(), seed
+    def __init__(self, base: HiddenStateMethod, config: ReLoop2Config | None = None, seed: int = 0) -> None:
+        self.base, self.config, self.seed = base, config or ReLoop2Config(), seed
         base_name = base.name
         self.name = base_name[: -len("-IU")] + "-ReLoop2" if base_name.endswith("-IU") else base_name + "+ReLoop2"
         self.memory: ErrorMemory | None = None

@@ -24,10 +24,9 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from llm4rec.ctr.config import ModelOptions, TrainConfig
 from llm4rec.ctr.features import PAD, FeatureTable
-from llm4rec.ctr.models.base import CtrModel
-from llm4rec.ctr.train import TrainReport, predict_proba, take
+from llm4rec.ctr.models.base import CtrModel, ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, TrainReport, predict_proba, take
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import ConfigError
@@ -175,7 +174,7 @@ class ReplayMethod(CtrUpdateMethod):
         selection: str,
         features: FeatureTable,
         options: ModelOptions | None = None,
-        train: TrainConfig | None = None,
+        train: CtrTrainConfig | None = None,
         replay: ReplayConfig | None = None,
         seed: int = 0,
     ) -> None:

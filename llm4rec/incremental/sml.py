@@ -30,10 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llm4rec.ctr.config import ModelOptions, TrainConfig
 from llm4rec.ctr.features import FeatureTable, known_by
-from llm4rec.ctr.models.base import Batch, CtrModel
-from llm4rec.ctr.train import TrainReport, fit
+from llm4rec.ctr.models.base import Batch, CtrModel, ModelOptions
+from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
 from llm4rec.incremental.config import SmlConfig
@@ -143,7 +142,7 @@ class SmlMethod(CtrUpdateMethod):
         model: str,
         features: FeatureTable,
         options: ModelOptions | None = None,
-        train: TrainConfig | None = None,
+        train: CtrTrainConfig | None = None,
         sml: SmlConfig | None = None,
         seed: int = 0,
     ) -> None:

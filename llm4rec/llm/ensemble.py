@@ -1,13 +1,8 @@
 """Output ensemble of two LoRA adapters: P = w * P_long + (1 - w) * P_short (or the same on logits).
 
-Both adapters stay loaded in one PeftModel. Their answer margins
-(logit(Yes) - logit(No) at the last prompt position; P(Yes) = sigmoid of it,
-the same as the softmax over the two answer logits) come either from
-
-- ``passes="two"``: one scoring pass per adapter (``set_adapter`` between), or
-- ``passes="one"``: one pass over each batch stacked once per adapter, with
-  peft's mixed-adapter batches (``adapter_names``): the base weights are read
-  once per step for both adapters.
+Both adapters stay loaded in one PeftModel; their answer margins come from
+:func:`llm4rec.llm.score.score_margins` (one mixed-adapter pass, or one pass per
+adapter), and this module only combines them.
 
 An ensemble on disk is a manifest (``llm4rec.json`` of kind ``lora-ensemble``)
 naming the two adapter directories and the weight; ``llm4rec predict
@@ -27,68 +22,10 @@ import torch
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import META_FILE
 from llm4rec.llm.merge import check_weight
-from llm4rec.llm.score import answer_margin, in_input_order, iter_last_token_logits
+from llm4rec.llm.score import score_margins, sigmoid
 
 COMBINES = ("probability", "logit")
-PASSES = ("one", "two")
 ENSEMBLE_KIND = "lora-ensemble"
-
-
-@torch.inference_mode()
-def score_margins(
-    model,
-    sequences: list[list[int]],
-    answer_ids: tuple[int, int],
-    pad_id: int,
-    adapters: tuple[str, ...] | list[str],
-    passes: Literal["one", "two"] = "one",
-    batch_size: int = 32,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """[len(adapters), len(sequences)] answer margins of each adapter of PeftModel ``model``, in input order.
-
-    Batches go through :func:`~llm4rec.llm.score.iter_last_token_logits`: length-sorted, left-padded, the
-    prompts' shared prefix computed once (per adapter) and continued by every batch."""
-    if passes not in PASSES:
-        raise ConfigError(f"ensemble passes: expected one of {list(PASSES)}, got {passes!r}")
-    missing = [a for a in adapters if a not in model.peft_config]
-    if missing:
-        raise ConfigError(f"adapters {missing} are not loaded; loaded: {sorted(model.peft_config)}")
-    if not sequences:
-        return np.empty((len(adapters), 0))
-    was_training, active = model.training, model.active_adapter
-    model.eval()  # peft refuses mixed-adapter batches in training mode
-
-    def margins(names: list[str] | None, desc: str) -> np.ndarray:
-        copies = len(names) if names else 1
-        batches, values = [], []
-        for batch, logits in iter_last_token_logits(
-            model, sequences, pad_id, batch_size, device, adapters=names, progress=progress, desc=desc,
-            token_ids=answer_ids,
-        ):  # fmt: skip
-            batches.append(batch)
-            values.append(answer_margin(logits).view(copies, len(batch)))
-        return in_input_order(batches, values, len(sequences))
-
-    try:
-        if passes == "one":
-            return margins(list(adapters), "scoring (mixed adapters)")
-        rows = []
-        for name in adapters:
-            model.set_adapter(name)
-            rows.append(margins(None, f"scoring ({name})")[0])
-        return np.stack(rows)
-    finally:
-        model.set_adapter(active)
-        model.train(was_training)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """P(Yes) from answer margins (scipy's expit: no overflow for large margins)."""
-    from scipy.special import expit
-
-    return expit(x)
 
 
 def combine(

@@ -26,7 +26,7 @@ from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.llm.lsat_config import ScratchBuildConfig, check_backbone_source
-from llm4rec.llm.train import LoraSettings, TrainConfig
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class FewShotConfig:
     template: str | None = None
     cutoff: int = 512
     lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)  # train.seed is replaced by each seed of `seeds`
+    train: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # train.seed is replaced by each seed of `seeds`
     epochs_by_shots: dict[int, int] = field(default_factory=dict)  # K -> epochs (default: train.epochs)
     shots: list[int] = field(default_factory=lambda: [16, 64, 256])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -54,7 +54,7 @@ class FewShotConfig:
     out: str = "runs/fewshot"
 
     def __post_init__(self) -> None:
-        from llm4rec.llm.run import resolve_data_config
+        from llm4rec.data.config import resolve_data_config
 
         self.data = resolve_data_config(self.data)
         if not self.shots or any(k < 1 for k in self.shots) or len(set(self.shots)) != len(self.shots):
@@ -124,8 +124,8 @@ class FewShotLora:
         session = self.session
         self.path = session.ensure_trained(
             session.store.path(f"shots-{self.shots}-seed-{self.seed}", period),
-            train_rows=session.rows([period], "train"),
-            val_rows=session.rows([period], "val"),
+            train_rows=session.timeline.period(period, "train"),
+            val_rows=session.timeline.period(period, "val"),
             max_train_samples=self.shots,
             max_val_samples=self.val_samples,
             description={"role": f"few-shot {self.shots}", "period": period, "periods": [period], "seed": self.seed},
@@ -133,7 +133,7 @@ class FewShotLora:
         )
 
     def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
-        from llm4rec.llm.ensemble import sigmoid
+        from llm4rec.llm.score import sigmoid
 
         return sigmoid(self.session.margins([self.path], samples)[0])
 
@@ -143,9 +143,8 @@ def run_fewshot(config: FewShotConfig, progress: bool = True) -> list:
     from llm4rec.baselines.popularity import ItemPopularity
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
-    from llm4rec.eval.report import write_results
-    from llm4rec.io import write_json
-    from llm4rec.llm.lsat import open_session
+    from llm4rec.eval.report import write_run
+    from llm4rec.llm.session import open_session
 
     started = time.perf_counter()
     timeline = load_timeline(config.data)
@@ -168,7 +167,7 @@ def run_fewshot(config: FewShotConfig, progress: bool = True) -> list:
             )  # fmt: skip
         )
         if session.is_main:
-            write_results(rows, out, title=f"Few-shot LoRA on {config.data.name} ({backbone_name})")
+            write_run(out, rows, title=f"Few-shot LoRA on {config.data.name} ({backbone_name})")
 
     if config.zero_shot:
         run(ZeroShot(f"{backbone_name} zero-shot", session))
@@ -181,8 +180,9 @@ def run_fewshot(config: FewShotConfig, progress: bool = True) -> list:
     for directory in config.reference_backbones:
         run(ZeroShot(f"{Path(directory).name} alone", _reference_session(config, directory, timeline, progress)))
     if session.is_main:
-        write_json(out / "config.json", asdict(config))
-        write_json(out / "training.json", {"seconds": round(time.perf_counter() - started, 1), "fits": session.fits})
+        training = {"seconds": round(time.perf_counter() - started, 1), "fits": session.fits}
+        write_run(out, rows, f"Few-shot LoRA on {config.data.name} ({backbone_name})", config=asdict(config),
+                  training=training)  # fmt: skip
     return rows
 
 
@@ -190,8 +190,8 @@ def _reference_session(config: FewShotConfig, directory: str, timeline, progress
     """A scoring-only session of another backbone (its own tokenizer, so its own tokenized samples)."""
     from dataclasses import replace
 
-    from llm4rec.llm.lsat import open_session
     from llm4rec.llm.scratch import check_backbone_directory
+    from llm4rec.llm.session import open_session
 
     check_backbone_directory(directory, config.data.name, config.test_period)
     other = replace(config, backbone=BackboneConfig(directory), fetch_backbone=None, build_backbone=None)

@@ -28,16 +28,15 @@ w). Each is keyed by its recipe, so a rerun reuses what is done.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from llm4rec.eval import metrics
-from llm4rec.llm.ensemble import combine, sigmoid, write_ensemble
-from llm4rec.llm.lsat_config import LsatConfig
+from llm4rec.llm.ensemble import combine, write_ensemble
 from llm4rec.llm.merge import merge_adapters
+from llm4rec.llm.score import sigmoid
 from llm4rec.llm.session import LoraSession
 
 log = logging.getLogger(__name__)
@@ -50,9 +49,12 @@ def _val_sample(rows: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFram
 
 
 class PeriodAdapters:
-    """Which adapter serves each period: FR through t, FT at t, the long- and short-term adapters at t."""
+    """Which adapter serves each period: FR through t, FT at t, the long- and short-term adapters at t.
 
-    def __init__(self, session: LoraSession, config: LsatConfig) -> None:
+    ``config``: the method's view of its LsatConfig (:func:`llm4rec.llm.catalogue.method_view`).
+    """
+
+    def __init__(self, session: LoraSession, config) -> None:
         self.session, self.config = session, config
         self.store = session.store
 
@@ -61,8 +63,8 @@ class PeriodAdapters:
         session, limits = self.session, self.config.samples
         return session.ensure_trained(
             self.store.path(role, through),
-            train_rows=session.training_rows(0, through),
-            val_rows=session.rows([through], "val"),
+            train_rows=session.timeline.training_rows(0, through),
+            val_rows=session.timeline.period(through, "val"),
             max_train_samples=limits.history_fit,
             max_val_samples=limits.val,
             description={"role": role, "period": through, "periods": list(range(through + 1))},
@@ -80,8 +82,8 @@ class PeriodAdapters:
         session, limits = self.session, self.config.samples
         return session.ensure_trained(
             self.store.path("short", period),
-            train_rows=session.rows([period], "train"),
-            val_rows=session.rows([period], "val"),
+            train_rows=session.timeline.period(period, "train"),
+            val_rows=session.timeline.period(period, "val"),
             max_train_samples=limits.recent_fit,
             max_val_samples=limits.val,
             description={"role": "short", "period": period, "periods": [period]},
@@ -94,8 +96,8 @@ class PeriodAdapters:
         previous = self.full_retrain(period - 1) if period <= first else self.fine_tuned(period - 1)
         return session.ensure_trained(
             self.store.path("ft", period),
-            train_rows=session.update_rows(period),
-            val_rows=session.rows([period], "val"),
+            train_rows=session.timeline.update_rows(period),
+            val_rows=session.timeline.period(period, "val"),
             max_train_samples=limits.recent_fit,
             max_val_samples=limits.val,
             description={"role": "ft", "period": period, "periods": [period], "start_from": str(previous)},
@@ -109,15 +111,13 @@ def best_weight(val_auc_by_weight: dict[float, float]) -> float:
 
 
 class AdapterMethod:
-    """A period method scored through the session; remembers its predictions of every tested period."""
+    """A period method scored through the session."""
 
     name: str
     scoring_is_stateless = True  # fits read stored adapters, never the scores: a resumed run may skip scoring
 
     def __init__(self, adapters: PeriodAdapters) -> None:
         self.adapters = adapters
-        self.period = -1
-        self.predictions: dict[int, pd.DataFrame] = {}  # tested period -> user_id, item_id, label, p_yes
 
     def prepare(self, period: int) -> None:
         raise NotImplementedError
@@ -126,13 +126,10 @@ class AdapterMethod:
         raise NotImplementedError
 
     def fit(self, timeline, period: int) -> None:
-        self.period = period
         self.prepare(period)
 
     def predict_proba(self, samples: pd.DataFrame) -> np.ndarray:
-        p = self.score(samples)
-        self.predictions[self.period + 1] = samples[["user_id", "item_id", "label"]].assign(p_yes=p)
-        return p
+        return self.score(samples)
 
 
 class SingleAdapterMethod(AdapterMethod):
@@ -165,7 +162,7 @@ class EnsembleMethod(AdapterMethod):
         if self.settings.weight is not None:
             self.weight, by_weight = self.settings.weight, {}
         else:
-            val = _val_sample(session.rows([period], "val"), config.samples.val, config.seed)
+            val = _val_sample(session.timeline.period(period, "val"), config.samples.val, config.seed)
             margins = session.margins([self.long, self.short], val, self.settings.passes)
             y = val["label"].to_numpy()
             by_weight = {
@@ -207,7 +204,7 @@ class TaskArithmeticMethod(AdapterMethod):
     def prepare(self, period: int) -> None:
         from llm4rec.llm.adapter_store import recipe_key
         from llm4rec.llm.adapters import read_adapter_meta, save_adapter
-        from llm4rec.llm.ensemble import score_margins
+        from llm4rec.llm.score import score_margins
 
         session, config = self.adapters.session, self.adapters.config
         long, short = self.adapters.long_term(period), self.adapters.short_term(period)
@@ -226,7 +223,7 @@ class TaskArithmeticMethod(AdapterMethod):
         if self.settings.weight is not None:
             weight = self.settings.weight
         else:
-            val = _val_sample(session.rows([period], "val"), config.samples.val, config.seed)
+            val = _val_sample(session.timeline.period(period, "val"), config.samples.val, config.seed)
             samples, y = session.samples(val), val["label"].to_numpy()
             for w in self.settings.grid:
                 self._merge(long_name, short_name, w, "candidate")
@@ -261,134 +258,3 @@ class TaskArithmeticMethod(AdapterMethod):
     def score(self, samples: pd.DataFrame) -> np.ndarray:
         # Scored from the saved directory: exactly what a user loads with `llm4rec predict --adapter`.
         return sigmoid(self.adapters.session.margins([self.path], samples)[0])
-
-
-def build_methods(config: LsatConfig, adapters: PeriodAdapters) -> list:
-    """The configured methods in run order (their names: ``config.method_names()``)."""
-    methods: list = []
-    for family in config.methods:
-        if family == "FR":
-            methods.append(SingleAdapterMethod("FR", adapters, adapters.full_retrain))
-        elif family == "FT":
-            methods.append(SingleAdapterMethod("FT", adapters, adapters.fine_tuned))
-        else:
-            methods.append(SingleAdapterMethod("LSAT-long", adapters, adapters.long_term))
-            methods.append(SingleAdapterMethod("LSAT-short", adapters, adapters.short_term))
-            methods.append(EnsembleMethod(adapters))
-            methods += [TaskArithmeticMethod(adapters, mode) for mode in config.task_arithmetic.modes]
-    return methods
-
-
-def write_predictions(directory: Path, predictions: dict[int, pd.DataFrame]) -> None:
-    """``directory/period_<t>.csv``: user_id, item_id, label, p_yes of every tested sample."""
-    from llm4rec.io import atomic_path
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for period, table in predictions.items():
-        with atomic_path(directory / f"period_{period}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-
-
-def ensure_backbone(config: LsatConfig, timeline, template, accelerator, progress: bool) -> None:
-    """Fetch (``fetch_backbone``) or build (``build_backbone``) the backbone named by the config when its directory
-    does not exist yet; refuse a scratch backbone pre-trained on a tested period."""
-    from llm4rec.llm.scratch import check_backbone_directory
-
-    if not config.backbone.model_name_or_path:  # a GGUF file alone
-        return
-    path = Path(config.backbone.model_name_or_path)
-    if path.is_dir():
-        check_backbone_directory(path, config.data.name, config.first_test_period)
-    fetch, build = getattr(config, "fetch_backbone", None), getattr(config, "build_backbone", None)
-    if path.exists() or (build is None and fetch is None):
-        return
-    if fetch is not None:
-        if accelerator.is_main_process:
-            from llm4rec.llm.fetch import fetch_backbone
-
-            log.info("fetching %s into %s (first run only)", fetch, path)
-            fetch_backbone(fetch, path, progress)
-        accelerator.wait_for_everyone()
-        return
-    if accelerator.is_main_process:
-        from llm4rec.llm.scratch import build_scratch_backbone
-
-        log.info("building %s at %s (first run only)", build.preset, path)
-        build_scratch_backbone(
-            timeline, template, str(path), build.preset, build.periods, build.seed, config.cutoff, progress,
-            max_samples=build.max_samples, epochs=build.epochs,
-        )  # fmt: skip
-    accelerator.wait_for_everyone()
-
-
-def open_session(
-    config: LsatConfig, timeline, progress: bool = True, build_progress: bool | None = None
-) -> LoraSession:
-    """The backbone (built first when the config says so) in a LoRA session whose adapters live in ``config.out``.
-
-    ``build_progress``: a progress bar for the backbone's build (default: ``progress``).
-    """
-    from dataclasses import asdict
-
-    from accelerate import Accelerator
-
-    from llm4rec.llm.adapter_store import AdapterStore
-    from llm4rec.llm.backbone import load_backbone
-    from llm4rec.llm.prompts import load_template, template_for_dataset
-
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
-    template = load_template(config.template or template_for_dataset(config.data.name))
-    ensure_backbone(config, timeline, template, accelerator, progress if build_progress is None else build_progress)
-    backbone = load_backbone(config.backbone, template, accelerator.device)
-    return LoraSession(
-        backbone, template, timeline, AdapterStore(Path(config.out) / "adapters"), config.lora, config.train,
-        data_recipe=asdict(config.data), cutoff=config.cutoff, score_batch_size=config.score_batch_size,
-        accelerator=accelerator, progress=progress,
-    )  # fmt: skip
-
-
-def run_lsat(config: LsatConfig, progress: bool = True) -> tuple[list, dict]:
-    """Run FR, FT and the LSAT variants over the tested periods; write results, plots and adapters to ``config.out``.
-
-    Returns (result rows, run summary).
-    """
-    from dataclasses import asdict
-
-    from llm4rec.data.config import load_timeline
-    from llm4rec.eval.protocol import run_protocol
-    from llm4rec.eval.report import write_results
-    from llm4rec.io import write_json
-
-    started = time.perf_counter()
-    timeline = load_timeline(config.data)
-    session = open_session(config, timeline, progress)
-    accelerator, backbone = session.accelerator, session.backbone
-    out = Path(config.out)
-    methods = build_methods(config, PeriodAdapters(session, config))
-    rows = []
-    for method in methods:
-        rows += run_protocol(
-            method, timeline, config.first_test_period, config.last_test_period, config.seed, progress,
-            max_test_samples=config.samples.test,
-        )  # fmt: skip
-        if accelerator.is_main_process:  # results so far, so an interrupted run still leaves a table
-            write_predictions(out / "predictions" / method.name, method.predictions)
-            write_results(rows, out, title=f"LLM update methods on {config.data.name} ({backbone.config.name})")
-    seconds = time.perf_counter() - started
-    summary = {
-        "seconds": round(seconds, 1),
-        "methods": [m.name for m in methods],
-        "fits": session.fits,
-        "weights": {m.name: m.weights for m in methods if hasattr(m, "weights")},
-    }
-    if accelerator.is_main_process:
-        from llm4rec.eval.plots import plot_mean_metric, plot_metric_per_period
-        from llm4rec.eval.report import with_means
-
-        rows = with_means(rows)
-        title = f"{config.data.name}, {Path(backbone.config.name).name}"
-        plot_metric_per_period(rows, out / "auc_per_period.png", title=f"{title}: AUC per period")
-        plot_mean_metric(rows, out / "auc_mean.png", title=f"{title}: mean AUC over periods")
-        write_json(out / "config.json", asdict(config))
-        write_json(out / "training.json", summary)
-    return rows, summary

@@ -8,11 +8,12 @@ from typing import Literal
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
-from llm4rec.llm.ensemble import COMBINES, PASSES
+from llm4rec.llm.catalogue import FAMILIES, entries_of
+from llm4rec.llm.ensemble import COMBINES
 from llm4rec.llm.merge import MERGE_MODES, check_weight
-from llm4rec.llm.train import LoraSettings, TrainConfig
+from llm4rec.llm.score import PASSES
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig
 
-METHOD_FAMILIES = ("FR", "FT", "LSAT")
 DEFAULT_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
@@ -134,8 +135,8 @@ class LsatConfig:
     template: str | None = None  # movie, book or a YAML path; None = the dataset's
     cutoff: int = 512
     lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    methods: list[str] = field(default_factory=lambda: list(METHOD_FAMILIES))
+    train: LoraTrainConfig = field(default_factory=LoraTrainConfig)
+    methods: list[str] = field(default_factory=lambda: list(FAMILIES))  # families of llm4rec.llm.catalogue
     long_term: LongTermConfig = field(default_factory=LongTermConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     task_arithmetic: TaskArithmeticConfig = field(default_factory=TaskArithmeticConfig)
@@ -147,14 +148,12 @@ class LsatConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from llm4rec.llm.run import resolve_data_config
+        from llm4rec.data.config import resolve_data_config
 
         self.data = resolve_data_config(self.data)
-        unknown = [m for m in self.methods if m not in METHOD_FAMILIES]
+        unknown = [m for m in self.methods if m not in FAMILIES]
         if unknown or not self.methods:
-            raise ConfigError(
-                f"methods: expected a non-empty list drawn from {list(METHOD_FAMILIES)}, got {self.methods}"
-            )
+            raise ConfigError(f"methods: expected a non-empty list drawn from {list(FAMILIES)}, got {self.methods}")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: a method is listed twice in {self.methods}")
         if self.first_test_period is None:
@@ -174,11 +173,4 @@ class LsatConfig:
 
     def method_names(self) -> list[str]:
         """Result rows' method names, in run order."""
-        names = []
-        for family in self.methods:
-            if family == "LSAT":
-                names += ["LSAT-long", "LSAT-short", "LSAT-ensemble"]
-                names += [f"LSAT-ta-{mode}" for mode in self.task_arithmetic.modes]
-            else:
-                names.append(family)
-        return names
+        return [entry.lsat_name for entry in entries_of(self.methods, self.task_arithmetic.modes)]

@@ -129,16 +129,3 @@ def _check_float32(model, names) -> None:
                     f"mode 'svd' needs float32 adapter weights (torch's SVD), but {name!r} holds "
                     f"{lora_a[name].weight.dtype}; keep peft's default autocast_adapter_dtype"
                 )
-
-
-def lora_deltas(model, adapter_name: str) -> dict[str, torch.Tensor]:
-    """dW = B @ A * scaling of every module adapted by ``adapter_name`` (float32, by module name)."""
-    deltas = {}
-    for module_name, module in model.named_modules():
-        lora_a = getattr(module, "lora_A", None)
-        if lora_a is None or adapter_name not in lora_a:
-            continue
-        a = lora_a[adapter_name].weight.float()
-        b = module.lora_B[adapter_name].weight.float()
-        deltas[module_name] = (b @ a) * module.scaling[adapter_name]
-    return deltas

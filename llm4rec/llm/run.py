@@ -1,8 +1,10 @@
-"""Train one LoRA adapter on chosen periods, save it, and score the next period.
+"""The LLM runners: one LoRA adapter (``llm4rec train``) and the LSAT comparison over periods (``llm4rec lsat``).
 
-This is what ``llm4rec train --config`` and ``accelerate launch
-scripts/train_lsat.py --config`` run for a single adapter; the config file
-is a :class:`LoraRunConfig` in YAML (see configs/llm/).
+:func:`run_lora` trains one adapter on chosen periods, saves it and scores the
+next period; its config is a :class:`LoraRunConfig` in YAML (see configs/llm/).
+:func:`run_lsat` runs FR, FT and the LSAT variants (:mod:`llm4rec.llm.lsat`)
+through the period protocol. ``accelerate launch scripts/train_lsat.py
+--config`` runs either, by the config's kind.
 """
 
 from __future__ import annotations
@@ -15,23 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4rec.data.config import DataConfig, default_data_config
+from llm4rec.data.config import DataConfig, resolve_data_config
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
-from llm4rec.llm.train import LoraSettings, TrainConfig
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def resolve_data_config(data: DataConfig | str) -> DataConfig:
-    """A dataset name (its preset), a data config YAML path, or a DataConfig."""
-    if isinstance(data, DataConfig):
-        return data
-    if data.endswith((".yaml", ".yml")):
-        from llm4rec.config import load_config
-
-        return load_config(DataConfig, data)
-    return default_data_config(data)
 
 
 @dataclass
@@ -42,7 +33,7 @@ class LoraRunConfig:
     template: str | None = None  # built-in (movie, book) or a YAML path; None = the dataset's built-in
     cutoff: int = 512
     lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: LoraTrainConfig = field(default_factory=LoraTrainConfig)
     train_periods: list[int] = field(default_factory=lambda: [5])  # their train split trains, their val split selects
     test_period: int | None = None  # default: the period after the last training period
     max_test_samples: int | None = None  # a fixed draw of the test period's rows (the protocol's); None = all
@@ -68,22 +59,6 @@ class LoraRunConfig:
         return self.test_period
 
 
-def write_predictions(path: str | Path, rows: pd.DataFrame, p: np.ndarray, prompts: list[str]) -> None:
-    from llm4rec.io import atomic_path
-
-    table = pd.DataFrame(
-        {
-            "user_id": rows["user_id"].to_numpy(),
-            "item_id": rows["item_id"].to_numpy(),
-            "label": rows["label"].to_numpy(),
-            "p_yes": p,
-            "prompt": prompts,
-        }
-    )
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
 def predict_period(
     model,
     backbone,
@@ -100,6 +75,7 @@ def predict_period(
     """Score ``samples`` (tokenized ``rows`` of one period), write ``out_csv`` and return the metrics row.
     Used by ``llm4rec train`` (its test period) and ``llm4rec predict``. ``scorer(sequences) -> P(Yes)``
     replaces the single-model scorer (e.g. an ensemble of two adapters)."""
+    from llm4rec.eval.report import write_predictions
     from llm4rec.eval.results import score
     from llm4rec.llm.score import score_sequences
 
@@ -116,23 +92,23 @@ def predict_period(
     # Warm items occur in the periods before; nothing is warm in period 0.
     warm = timeline.warm_mask(rows, trained_through=period - 1) if period > 0 else np.zeros(len(rows), dtype=bool)
     row = score(method, period, rows["label"].to_numpy(), p, rows["user_id"].to_numpy(), warm, seconds, seed=seed)
-    write_predictions(out_csv, rows, p, samples["prompt"])
+    write_predictions(out_csv, rows, p)
     return row
 
 
 def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
     """Train, save ``<out>/adapter``, score the test period into ``<out>/predictions.csv`` and results files."""
     from accelerate import Accelerator
+    from accelerate.utils import set_seed
 
     from llm4rec.data.config import load_timeline
-    from llm4rec.eval.protocol import seed_everything, tested_samples
-    from llm4rec.eval.report import markdown_table, write_results
-    from llm4rec.io import write_json
+    from llm4rec.eval.protocol import tested_samples
+    from llm4rec.eval.report import markdown_table, write_run
     from llm4rec.llm.adapters import save_adapter
     from llm4rec.llm.backbone import load_backbone
-    from llm4rec.llm.lsat import ensure_backbone
     from llm4rec.llm.prompts import load_template, template_for_dataset
     from llm4rec.llm.samples import build_samples
+    from llm4rec.llm.session import ensure_backbone
     from llm4rec.llm.train import attach_lora, train_lora
 
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
@@ -153,7 +129,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         train = tokenized(table[in_training & (table["split"] == "train")])
         val = tokenized(table[in_training & (table["split"] == "val")])
         test = tokenized(test_rows)
-    seed_everything(config.train.seed)  # LoRA's A matrices start random: same seed, same adapter
+    set_seed(config.train.seed)  # LoRA's A matrices start random: same seed, same adapter
     model = attach_lora(backbone.model, config.lora)
     result = train_lora(
         model, backbone.tokenizer, backbone.answer_ids, train, val, config.train, accelerator, progress,
@@ -165,15 +141,7 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         "dataset": config.data.name,
         "train_periods": config.train_periods,
         "test_period": config.test_period,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "best_val_auc": result.best_val_auc,
-        "best_step": result.best_step,
-        "steps": result.steps,
-        "kept_starting_adapter": result.kept_start,
-        "train_seconds": round(result.seconds, 1),
-        "train_samples_per_second": round(result.train_samples_per_second, 2),
-        "history": result.history,
+        **result.summary(),
     }
     if not accelerator.is_main_process:
         return summary
@@ -194,9 +162,49 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
         model, backbone, timeline, test_rows, test, f"LoRA-p{'+'.join(map(str, config.train_periods))}",
         out / "predictions.csv", config.score_batch_size, config.train.seed, progress,
     )  # fmt: skip
-    write_results([row], out, title=f"LoRA on {config.data.name}")
     summary.update(test=row.to_dict(), score_samples_per_second=round(row.n / row.seconds, 2))
-    write_json(out / "summary.json", summary)
+    write_run(out, [row], title=f"LoRA on {config.data.name}", config=asdict(config), training=summary)
     print(markdown_table([row], ["method", "period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold"]))
     print(f"adapter: {out / 'adapter'}; predictions: {out / 'predictions.csv'}")
     return summary
+
+
+def run_lsat(config, progress: bool = True) -> tuple[list, dict]:
+    """Run FR, FT and the LSAT variants of an LsatConfig over the tested periods; write results, predictions
+    (``predictions/<method>/period_<t>.csv``), plots and adapters to ``config.out``. Returns (result rows, run
+    summary)."""
+    from llm4rec.data.config import load_timeline
+    from llm4rec.eval.protocol import run_protocol
+    from llm4rec.eval.report import write_predictions, write_run
+    from llm4rec.llm.catalogue import build_methods
+    from llm4rec.llm.session import open_session
+
+    started = time.perf_counter()
+    timeline = load_timeline(config.data)
+    session = open_session(config, timeline, progress)
+    out = Path(config.out)
+    title = f"LLM update methods on {config.data.name} ({session.backbone.config.name})"
+    plot_title = f"{config.data.name}, {Path(session.backbone.config.name).name}"
+    methods = build_methods(config, session)
+    rows = []
+    for method in methods:
+
+        def save_predictions(row, samples, p, name=method.name) -> None:
+            if session.is_main:
+                write_predictions(out / "predictions" / name / f"period_{row.period}.csv", samples, p)
+
+        rows += run_protocol(
+            method, timeline, config.first_test_period, config.last_test_period, config.seed, progress,
+            max_test_samples=config.samples.test, on_result=save_predictions,
+        )  # fmt: skip
+        if session.is_main:  # results so far, so an interrupted run still leaves a table
+            write_run(out, rows, title, plot_title)
+    summary = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "methods": [m.name for m in methods],
+        "fits": session.fits,
+        "weights": {m.name: m.weights for m in methods if hasattr(m, "weights")},
+    }
+    if session.is_main:
+        write_run(out, rows, title, plot_title, config=asdict(config), training=summary)
+    return rows, summary

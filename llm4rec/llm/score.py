@@ -24,11 +24,15 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llm4rec.errors import ConfigError
+
+PASSES = ("one", "two")  # score_margins: one mixed-adapter pass, or one pass per adapter
 # A shared prefix shorter than this is not worth the extra forward call it takes.
 MIN_SHARED_PREFIX = 16
 
@@ -299,6 +303,20 @@ def in_input_order(batches: list[np.ndarray], values: list[torch.Tensor], n: int
     return out
 
 
+def _answer_scores(model, sequences, answer_ids, pad_id, batch_size, device, progress, adapters, reduce, desc):
+    """[copies, len(sequences)] float64 of ``reduce(answer logits)`` per batch (copies: one per adapter of a
+    mixed-adapter pass, else 1), in input order."""
+    copies = len(adapters) if adapters else 1
+    batches, values = [], []
+    for batch, logits in iter_last_token_logits(
+        model, sequences, pad_id, batch_size, device, adapters=adapters, progress=progress, desc=desc,
+        token_ids=answer_ids,
+    ):  # fmt: skip
+        batches.append(batch)
+        values.append(reduce(logits).view(copies, len(batch)))
+    return in_input_order(batches, values, len(sequences))
+
+
 @torch.inference_mode()
 def score_sequences(
     model,
@@ -309,14 +327,63 @@ def score_sequences(
     device: torch.device | str | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """P(positive answer) for each token sequence, in input order."""
+    """P(positive answer) of the model as it is (its active adapter) for each token sequence, in input order."""
     was_training = model.training
     model.eval()
-    batches, values = [], []
-    for batch, logits in iter_last_token_logits(
-        model, sequences, pad_id, batch_size, device, progress=progress, token_ids=answer_ids
-    ):
-        batches.append(batch)
-        values.append(answer_probability(logits)[None])
-    model.train(was_training)
-    return in_input_order(batches, values, len(sequences))[0]
+    try:
+        return _answer_scores(
+            model, sequences, answer_ids, pad_id, batch_size, device, progress, None, answer_probability, "scoring"
+        )[0]
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def score_margins(
+    model,
+    sequences: list[list[int]],
+    answer_ids: tuple[int, int],
+    pad_id: int,
+    adapters: tuple[str, ...] | list[str],
+    passes: Literal["one", "two"] = "one",
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """[len(adapters), len(sequences)] answer margins of each adapter of PeftModel ``model``, in input order.
+
+    Batches go through :func:`~llm4rec.llm.score.iter_last_token_logits`: length-sorted, left-padded, the
+    prompts' shared prefix computed once (per adapter) and continued by every batch."""
+    if passes not in PASSES:
+        raise ConfigError(f"ensemble passes: expected one of {list(PASSES)}, got {passes!r}")
+    missing = [a for a in adapters if a not in model.peft_config]
+    if missing:
+        raise ConfigError(f"adapters {missing} are not loaded; loaded: {sorted(model.peft_config)}")
+    if not sequences:
+        return np.empty((len(adapters), 0))
+    was_training, active = model.training, model.active_adapter
+    model.eval()  # peft refuses mixed-adapter batches in training mode
+
+    def margins(names: list[str] | None, desc: str) -> np.ndarray:
+        return _answer_scores(
+            model, sequences, answer_ids, pad_id, batch_size, device, progress, names, answer_margin, desc
+        )
+
+    try:
+        if passes == "one":
+            return margins(list(adapters), "scoring (mixed adapters)")
+        rows = []
+        for name in adapters:
+            model.set_adapter(name)
+            rows.append(margins(None, f"scoring ({name})")[0])
+        return np.stack(rows)
+    finally:
+        model.set_adapter(active)
+        model.train(was_training)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """P(Yes) from answer margins (scipy's expit: no overflow for large margins)."""
+    from scipy.special import expit
+
+    return expit(x)

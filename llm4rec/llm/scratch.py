@@ -105,7 +105,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
-def build_model(preset: ScratchPreset, tokenizer, seed: int):
+def init_scratch_model(preset: ScratchPreset, tokenizer, seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -268,7 +268,7 @@ def build_scratch_backbone(
     prompts, answers = pretraining_texts(timeline, periods, template, preset.max_samples, seed)
     tokenizer = train_tokenizer([p + a for p, a in zip(prompts, answers, strict=True)], preset.vocab_size)
     answer_ids = answer_token_ids(tokenizer, template)
-    model = build_model(preset, tokenizer, seed)
+    model = init_scratch_model(preset, tokenizer, seed)
     n_parameters = sum(p.numel() for p in model.parameters())
     log.info(
         "%s: %.2fM parameters, vocabulary %d, %d texts", preset_name, n_parameters / 1e6, len(tokenizer), len(prompts)

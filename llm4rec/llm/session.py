@@ -1,11 +1,14 @@
-"""One backbone in memory with the LoRA adapters of a run: which rows train, training, loading, scoring.
+"""One backbone in memory with the LoRA adapters of a run: opening it, training adapters, scoring them.
 
-FR, FT and every LSAT variant share one :class:`LoraSession`, so the base
-model is loaded once; adapters come and go by name inside one PeftModel.
-Training produces an adapter directory in the :class:`AdapterStore` (or
-reuses one with the same recipe), and scoring remembers the answer margins
-of (adapter, rows) pairs it has computed: the LSAT ensemble reuses the
-long- and short-term adapters' scores instead of recomputing them.
+FR, FT and every LSAT variant share one :class:`LoraSession` (opened by
+:func:`open_session`, which fetches or builds the backbone on a first run), so
+the base model is loaded once; adapters come and go by name inside one
+PeftModel (:class:`~llm4rec.llm.adapter_slots.AdapterSlots`). Training
+produces an adapter directory in the :class:`AdapterStore` (or reuses one
+with the same recipe), and scoring remembers the answer margins of
+(adapter, rows) pairs it has computed: the LSAT ensemble reuses the long-
+and short-term adapters' scores instead of recomputing them. Which rows a
+fit learns from is the timeline's rule (:meth:`Timeline.training_positions`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -21,13 +23,13 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.periods import Timeline
+from llm4rec.llm.adapter_slots import AdapterSlots
 from llm4rec.llm.adapter_store import AdapterStore, recipe_key, stored_key
 from llm4rec.llm.backbone import Backbone
 from llm4rec.llm.prompts import PromptTemplate
-from llm4rec.llm.train import LoraSettings, TrainConfig, TrainResult
+from llm4rec.llm.train import LoraSettings, LoraTrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
-MAX_LOADED_ADAPTERS = 6  # older adapters are unloaded (they stay on disk)
 
 
 def rows_key(rows: pd.DataFrame) -> str:
@@ -42,7 +44,7 @@ class LoraSession:
         timeline: Timeline,
         store: AdapterStore,
         lora: LoraSettings,
-        train: TrainConfig,
+        train: LoraTrainConfig,
         data_recipe: dict,
         cutoff: int = 512,
         score_batch_size: int = 32,
@@ -53,7 +55,7 @@ class LoraSession:
         self.lora, self.train_config, self.cutoff = lora, train, cutoff
         self.score_batch_size, self.progress = score_batch_size, progress
         self.accelerator = accelerator
-        self.loaded: OrderedDict[str, Path] = OrderedDict()  # adapter name -> directory, least recent first
+        self.slots = AdapterSlots(backbone, store)
         self.margin_cache: dict[tuple[str, str], np.ndarray] = {}
         self.fits: dict[str, dict] = {}  # adapter directory -> what its training did
         self.base_recipe = {
@@ -74,25 +76,7 @@ class LoraSession:
     def model(self, model) -> None:
         self.backbone.model = model
 
-    # --- which rows -------------------------------------------------------------------------------------------
-    def rows(self, periods, split: str) -> pd.DataFrame:
-        table = self.timeline.table
-        return table[table["period"].isin(list(periods)) & (table["split"] == split)]
-
-    def training_rows(self, first: int, last: int) -> pd.DataFrame:
-        """Train splits of periods first..last plus the val splits of first..last-1 (already used for their own
-        selection, so now just data); period ``last``'s val split is kept for early stopping."""
-        table = self.timeline.table
-        period, split = table["period"].to_numpy(), table["split"].to_numpy()
-        keep = ((period >= first) & (period < last)) | ((period == last) & (split == "train"))
-        return table[keep]
-
-    def update_rows(self, period: int) -> pd.DataFrame:
-        """What fine-tuning at ``period`` learns from: train_t plus val_{t-1} (no longer needed for selection)."""
-        table = self.timeline.table
-        period_of, split = table["period"].to_numpy(), table["split"].to_numpy()
-        return table[((period_of == period) & (split == "train")) | ((period_of == period - 1) & (split == "val"))]
-
+    # --- samples ---------------------------------------------------------------------------------------------
     def samples(self, rows: pd.DataFrame):
         from llm4rec.llm.samples import build_samples
 
@@ -142,13 +126,13 @@ class LoraSession:
             raise FileNotFoundError(f"{path}: no adapter with a recipe key")
         return key
 
-    def _train_and_save(self, path, key, train_rows, val_rows, train: TrainConfig, description, start_from) -> None:
+    def _train_and_save(self, path, key, train_rows, val_rows, train: LoraTrainConfig, description, start_from) -> None:
         import torch
 
         from llm4rec.llm.adapters import load_adapter, save_adapter
         from llm4rec.llm.train import attach_lora, train_lora
 
-        name = self._name(path, key)
+        name = self.slots.name(path, key)
         started = time.perf_counter()
         train_set, val_set = self.samples(train_rows), self.samples(val_rows)
         torch.manual_seed(train.seed)  # LoRA's A matrices start random: same recipe, same adapter
@@ -176,18 +160,8 @@ class LoraSession:
             self.model = self.accelerator.unwrap_model(self.model)
             self.accelerator.free_memory()  # drop accelerate's references to this fit's optimizer and scheduler
         self.model.eval()
-        self.loaded[name] = path
-        summary = {
-            "n_train": result.n_train,
-            "n_val": result.n_val,
-            "best_val_auc": result.best_val_auc,
-            "best_step": result.best_step,
-            "steps": result.steps,
-            "kept_starting_adapter": result.kept_start,
-            "seconds": round(time.perf_counter() - started, 1),
-            "train_samples_per_second": round(result.train_samples_per_second, 2),
-            "history": result.history,
-        }
+        self.slots.attached(name, path)
+        summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 1)}  # tokenizing included
         self.fits[str(path)] = {**description, **summary}
         if self.is_main:
             save_adapter(
@@ -202,35 +176,7 @@ class LoraSession:
 
     def load(self, path: Path) -> str:
         """Load the adapter at ``path`` (once) and return its name in the PeftModel."""
-        from peft import PeftModel
-
-        from llm4rec.llm.adapters import load_adapter
-
-        name = self._name(path, self.stored_recipe(path))
-        if isinstance(self.model, PeftModel) and name in self.model.peft_config:
-            self.loaded[name] = path
-            self.loaded.move_to_end(name)
-            return name
-        self.model = load_adapter(self.backbone, path, name)
-        self.loaded[name] = path
-        while len(self.loaded) > MAX_LOADED_ADAPTERS:
-            self._unload(next(iter(self.loaded)))
-        return name
-
-    def _name(self, path: Path, key: str) -> str:
-        """The peft adapter name of a store directory's adapter: its place and its recipe (peft names may not
-        contain dots), so an adapter retrained under another recipe never collides with the old one."""
-        relative = Path(path).resolve().relative_to(self.store.root.resolve())
-        return "_".join(relative.parts).replace(".", "_").replace("-", "_") + "_" + key[:8]
-
-    def _unload(self, name: str) -> None:
-        from peft import PeftModel
-
-        self.loaded.pop(name, None)
-        if isinstance(self.model, PeftModel) and name in self.model.peft_config and len(self.model.peft_config) > 1:
-            if self.model.active_adapter == name:
-                self.model.set_adapter(next(n for n in self.model.peft_config if n != name))
-            self.model.delete_adapter(name)
+        return self.slots.load(path, self.stored_recipe(path))
 
     # --- scoring ----------------------------------------------------------------------------------------------
     def margins(self, paths: list[Path], rows: pd.DataFrame, passes: str = "one") -> np.ndarray:
@@ -239,7 +185,7 @@ class LoraSession:
         Margins already computed for an (adapter, rows) pair are reused; the missing adapters are scored
         together, in one mixed-adapter pass by default.
         """
-        from llm4rec.llm.ensemble import score_margins
+        from llm4rec.llm.score import score_margins
 
         key = rows_key(rows)
         missing = [p for p in dict.fromkeys(paths) if (str(p), key) not in self.margin_cache]
@@ -272,3 +218,56 @@ class LoraSession:
     def wait(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
+
+
+def ensure_backbone(config, timeline, template, accelerator, progress: bool) -> None:
+    """Fetch (``fetch_backbone``) or build (``build_backbone``) the backbone named by the config when its directory
+    does not exist yet; refuse a scratch backbone pre-trained on a tested period."""
+    from llm4rec.llm.scratch import check_backbone_directory
+
+    if not config.backbone.model_name_or_path:  # a GGUF file alone
+        return
+    path = Path(config.backbone.model_name_or_path)
+    if path.is_dir():
+        check_backbone_directory(path, config.data.name, config.first_test_period)
+    fetch, build = getattr(config, "fetch_backbone", None), getattr(config, "build_backbone", None)
+    if path.exists() or (build is None and fetch is None):
+        return
+    if fetch is not None:
+        if accelerator.is_main_process:
+            from llm4rec.llm.fetch import fetch_backbone
+
+            log.info("fetching %s into %s (first run only)", fetch, path)
+            fetch_backbone(fetch, path, progress)
+        accelerator.wait_for_everyone()
+        return
+    if accelerator.is_main_process:
+        from llm4rec.llm.scratch import build_scratch_backbone
+
+        log.info("building %s at %s (first run only)", build.preset, path)
+        build_scratch_backbone(
+            timeline, template, str(path), build.preset, build.periods, build.seed, config.cutoff, progress,
+            max_samples=build.max_samples, epochs=build.epochs,
+        )  # fmt: skip
+    accelerator.wait_for_everyone()
+
+
+def open_session(config, timeline, progress: bool = True, build_progress: bool | None = None) -> LoraSession:
+    """The backbone (built first when the config says so) in a LoRA session whose adapters live in ``config.out``.
+
+    ``build_progress``: a progress bar for the backbone's build (default: ``progress``).
+    """
+    from accelerate import Accelerator
+
+    from llm4rec.llm.backbone import load_backbone
+    from llm4rec.llm.prompts import load_template, template_for_dataset
+
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)  # train_lora accumulates gradients
+    template = load_template(config.template or template_for_dataset(config.data.name))
+    ensure_backbone(config, timeline, template, accelerator, progress if build_progress is None else build_progress)
+    backbone = load_backbone(config.backbone, template, accelerator.device)
+    return LoraSession(
+        backbone, template, timeline, AdapterStore(Path(config.out) / "adapters"), config.lora, config.train,
+        data_recipe=asdict(config.data), cutoff=config.cutoff, score_batch_size=config.score_batch_size,
+        accelerator=accelerator, progress=progress,
+    )  # fmt: skip

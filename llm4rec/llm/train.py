@@ -79,7 +79,7 @@ class LoraSettings:
 
 
 @dataclass
-class TrainConfig:
+class LoraTrainConfig:
     epochs: int = 2
     batch_size: int = 16  # per process
     gradient_accumulation_steps: int = 1
@@ -127,6 +127,20 @@ class TrainResult:
     n_train: int  # the training and val samples the fit used (after max_train_samples / max_val_samples)
     n_val: int
     kept_start: bool = False  # best step 0: the starting adapter (fine-tuning) beat every update on val
+
+    def summary(self) -> dict:
+        """What a fit's record (``training.json``, an adapter's ``llm4rec.json``) says of it."""
+        return {
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "best_val_auc": self.best_val_auc,
+            "best_step": self.best_step,
+            "steps": self.steps,
+            "kept_starting_adapter": self.kept_start,
+            "train_seconds": round(self.seconds, 1),
+            "train_samples_per_second": round(self.train_samples_per_second, 2),
+            "history": self.history,
+        }
 
 
 def attach_lora(model, settings: LoraSettings, adapter_name: str = "default"):
@@ -186,8 +200,8 @@ def shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, targets) -> to
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
-def shares_prompt_prefix(model, adapter: str, config: TrainConfig) -> bool:
-    """Whether training runs the shared prompt prefix once per batch (see ``TrainConfig.share_prompt_prefix``)."""
+def shares_prompt_prefix(model, adapter: str, config: LoraTrainConfig) -> bool:
+    """Whether training runs the shared prompt prefix once per batch (see ``LoraTrainConfig.share_prompt_prefix``)."""
     if config.share_prompt_prefix == "never" or config.train_on_inputs:
         return False
     if config.share_prompt_prefix == "exact" and getattr(model.peft_config[adapter], "lora_dropout", 0.0) > 0:
@@ -224,7 +238,7 @@ def validation_auc(model, val, answer_ids, pad_id, batch_size, device) -> float:
 
 
 def plan_steps(
-    lengths: np.ndarray, config: TrainConfig, world: int, rank: int, rng: np.random.Generator
+    lengths: np.ndarray, config: LoraTrainConfig, world: int, rank: int, rng: np.random.Generator
 ) -> list[list[list[np.ndarray]]]:
     """This process's training as epochs -> optimizer steps -> micro-batches (row indices).
 
@@ -269,13 +283,133 @@ class BestAdapter:
         set_peft_model_state_dict(self.model, self.state, adapter_name=self.adapter)
 
 
+class RecentLoss:
+    """The mean training loss of the last 50 micro-batches, kept on the device until it is read (one sync)."""
+
+    def __init__(self) -> None:
+        self.values: collections.deque[torch.Tensor] = collections.deque(maxlen=50)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.values.append(loss.detach())
+
+    def mean(self) -> float:
+        return float(torch.stack(list(self.values)).float().mean()) if self.values else float("nan")
+
+
+class MicroBatchLoss:
+    """The loss of one micro-batch (row indices into the training set): the answer loss, over the prompts' shared
+    prefix run once when that is exact (:func:`shares_prompt_prefix`), or the whole-sequence loss with
+    ``train_on_inputs``."""
+
+    def __init__(self, model, plain, sequences: list[list[int]], targets: torch.Tensor, pad_id: int, device,
+                 config: LoraTrainConfig) -> None:  # fmt: skip
+        """``model``: as accelerate prepared it (it runs the forward); ``plain``: the PeftModel it wraps."""
+        self.model, self.targets, self.pad_id, self.device, self.config = model, targets, pad_id, device, config
+        self.prefix_ids, self.tails = None, sequences
+        if shares_prompt_prefix(plain, plain.active_adapter, config):
+            prefix_length = shared_prefix_length(sequences)
+            if prefix_length >= MIN_SHARED_PREFIX:
+                self.prefix_ids = torch.tensor([sequences[0][:prefix_length]], device=device)
+                self.tails = [seq[prefix_length:] for seq in sequences]
+
+    def __call__(self, batch: np.ndarray) -> torch.Tensor:
+        input_ids, mask = left_pad([self.tails[i] for i in batch], self.pad_id)
+        input_ids, mask = to_device(input_ids, self.device), to_device(mask, self.device)
+        if self.config.train_on_inputs:
+            return full_sequence_loss(self.model, input_ids, mask)
+        batch_targets = to_device(self.targets[batch], self.device)
+        if self.prefix_ids is not None:
+            return shared_prefix_answer_loss(self.model, self.prefix_ids, input_ids, mask, batch_targets)
+        return answer_loss(self.model, input_ids, mask, batch_targets)
+
+
+class Validation:
+    """Scores the val set at each evaluation, keeps the best adapter (:class:`BestAdapter`), records the history
+    and counts the evaluations without improvement; calling it returns True when patience has run out."""
+
+    def __init__(self, model, plain, val, answer_ids, pad_id, config: LoraTrainConfig, device, optimizer,
+                 fit_name: str, log_line) -> None:  # fmt: skip
+        self.model, self.plain, self.val, self.answer_ids, self.pad_id = model, plain, val, answer_ids, pad_id
+        self.config, self.device, self.optimizer, self.fit_name, self.log_line = (
+            config,
+            device,
+            optimizer,
+            fit_name,
+            log_line,
+        )
+        self.best = BestAdapter(plain, plain.active_adapter)
+        self.history: list[dict] = []
+        self.waited, self.seconds = 0, 0.0
+
+    def __call__(self, step: int, epoch: float, loss: float) -> bool:
+        if self.device.type == "cuda":  # queued training work belongs to training time, not to evaluation time
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        auc = validation_auc(self.plain, self.val, self.answer_ids, self.pad_id, self.config.eval_batch_size,
+                             self.device)  # fmt: skip
+        if math.isnan(auc):
+            y = np.asarray(self.val["label"])
+            raise ConfigError(
+                f"{self.fit_name}: the val AUC at step {step} is NaN ({len(y)} val samples, {int(y.sum())} positive): "
+                "AUC needs both classes in the val split, or the scores are NaN (a diverged fit: lower the "
+                "learning rate); raise samples.val / train.max_val_samples or pick other periods"
+            )
+        train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
+        self.history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss, "val_auc": auc,
+                             "learning_rate": self.optimizer.param_groups[0]["lr"]})  # fmt: skip
+        self.log_line(f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}")
+        self.waited = 0 if self.best.offer(auc, step) else self.waited + 1
+        self.model.train()
+        self.seconds += time.perf_counter() - started
+        return self.waited >= self.config.patience
+
+    @property
+    def last_step(self) -> int | None:
+        return self.history[-1]["step"] if self.history else None
+
+
+def run_steps(plan, model, loss_of, validation: Validation, optimizer, scheduler, accelerator, trainable,
+              config: LoraTrainConfig, bar) -> tuple[int, int, RecentLoss]:  # fmt: skip
+    """The step loop over ``plan`` (:func:`plan_steps`): micro-batches accumulated into optimizer steps, evaluated
+    every ``eval_every`` steps or once per epoch, until the plan ends or patience runs out. Returns (steps taken,
+    training rows seen over all processes, the recent losses)."""
+    recent = RecentLoss()
+    world = accelerator.num_processes
+    step, seen = 0, 0
+    for epoch, epoch_steps in enumerate(plan):
+        for index, micro_batches in enumerate(epoch_steps):
+            rows = sum(len(b) for b in micro_batches)
+            for k, batch in enumerate(micro_batches):
+                # The gradients of a step's micro-batches add up locally; processes sync on the last one.
+                syncing = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
+                with syncing:
+                    loss = loss_of(batch)
+                    accelerator.backward(loss * (len(batch) / rows))  # the step's mean over its rows
+                recent.add(loss)
+            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += rows * world
+            step += 1
+            bar.update()
+            if bar.disable is False and step % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{recent.mean():.4f}")
+            evaluating = config.eval_every and step % config.eval_every == 0
+            if evaluating and validation(step, epoch + (index + 1) / len(epoch_steps), recent.mean()):
+                return step, seen, recent
+        if not config.eval_every and validation(step, epoch + 1.0, recent.mean()):
+            return step, seen, recent
+    return step, seen, recent
+
+
 def train_lora(
     model,
     tokenizer,
     answer_ids: tuple[int, int],
     train,
     val,
-    config: TrainConfig,
+    config: LoraTrainConfig,
     accelerator=None,
     progress: bool = True,
     keep_start: bool = False,
@@ -328,93 +462,25 @@ def train_lora(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pad_id, device = tokenizer.pad_token_id, accelerator.device
     plain = accelerator.unwrap_model(model)
-    prefix_ids, tails = None, sequences
-    if shares_prompt_prefix(plain, plain.active_adapter, config):
-        prefix_length = shared_prefix_length(sequences)
-        if prefix_length >= MIN_SHARED_PREFIX:
-            prefix_ids = torch.tensor([sequences[0][:prefix_length]], device=device)
-            tails = [seq[prefix_length:] for seq in sequences]
+    loss_of = MicroBatchLoss(model, plain, sequences, targets, pad_id, device, config)
 
-    def micro_batch_loss(batch: np.ndarray) -> torch.Tensor:
-        input_ids, mask = left_pad([tails[i] for i in batch], pad_id)
-        input_ids, mask = to_device(input_ids, device), to_device(mask, device)
-        if config.train_on_inputs:
-            return full_sequence_loss(model, input_ids, mask)
-        batch_targets = to_device(targets[batch], device)
-        if prefix_ids is not None:
-            return shared_prefix_answer_loss(model, prefix_ids, input_ids, mask, batch_targets)
-        return answer_loss(model, input_ids, mask, batch_targets)
-
-    best = BestAdapter(plain, plain.active_adapter)
-    history: list[dict] = []
-    waited, eval_seconds = 0, 0.0
-    recent: collections.deque[torch.Tensor] = collections.deque(maxlen=50)  # losses stay on the device
-
-    def recent_loss() -> float:
-        return float(torch.stack(list(recent)).float().mean()) if recent else float("nan")  # one sync
-
-    def evaluate(step: int, epoch: float, loss: float) -> bool:
-        """Score val, keep the adapter if it is the best so far; True when patience has run out."""
-        nonlocal waited, eval_seconds
-        if device.type == "cuda":  # queued training work belongs to training time, not to evaluation time
-            torch.cuda.synchronize(device)
-        eval_started = time.perf_counter()
-        auc = validation_auc(plain, val, answer_ids, pad_id, config.eval_batch_size, device)
-        if math.isnan(auc):
-            y = np.asarray(val["label"])
-            raise ConfigError(
-                f"{fit_name}: the val AUC at step {step} is NaN ({len(y)} val samples, {int(y.sum())} positive): "
-                "AUC needs both classes in the val split, or the scores are NaN (a diverged fit: lower the "
-                "learning rate); raise samples.val / train.max_val_samples or pick other periods"
-            )
-        train_loss = None if math.isnan(loss) else loss  # None before any step: results stay strict JSON
-        history.append({"step": step, "epoch": round(epoch, 3), "train_loss": train_loss, "val_auc": auc,
-                        "learning_rate": optimizer.param_groups[0]["lr"]})  # fmt: skip
+    def log_line(line: str) -> None:
         if accelerator.is_main_process:
-            line = f"step {step} epoch {epoch:.2f}: train loss {loss:.4f}, val AUC {auc:.4f}"
             tqdm.write(line) if progress else log.info(line)
-        waited = 0 if best.offer(auc, step) else waited + 1
-        model.train()
-        eval_seconds += time.perf_counter() - eval_started
-        return waited >= config.patience
 
+    validation = Validation(model, plain, val, answer_ids, pad_id, config, device, optimizer, fit_name, log_line)
     started = time.perf_counter()
     model.train()
     if keep_start and config.eval_at_start:
-        evaluate(0, 0.0, float("nan"))
-    step, seen, stop = 0, 0, False
+        validation(0, 0.0, float("nan"))
     bar = tqdm(total=steps, desc="LoRA training", unit="step", disable=not (progress and accelerator.is_main_process))
-    for epoch, epoch_steps in enumerate(plan):
-        for index, micro_batches in enumerate(epoch_steps):
-            rows = sum(len(b) for b in micro_batches)
-            for k, batch in enumerate(micro_batches):
-                # The gradients of a step's micro-batches add up locally; processes sync on the last one.
-                syncing = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
-                with syncing:
-                    loss = micro_batch_loss(batch)
-                    accelerator.backward(loss * (len(batch) / rows))  # the step's mean over its rows
-                recent.append(loss.detach())
-            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            seen += rows * world
-            step += 1
-            bar.update()
-            if bar.disable is False and step % PROGRESS_EVERY == 0:
-                bar.set_postfix(loss=f"{recent_loss():.4f}")
-            if config.eval_every and step % config.eval_every == 0:
-                stop = evaluate(step, epoch + (index + 1) / len(epoch_steps), recent_loss())
-                if stop:
-                    break
-        if stop:
-            break
-        if not config.eval_every and evaluate(step, epoch + 1.0, recent_loss()):
-            break
-    if not history or history[-1]["step"] != step:  # the final state is always a candidate
-        evaluate(step, float(len(plan)), recent_loss())
+    step, seen, recent = run_steps(plan, model, loss_of, validation, optimizer, scheduler, accelerator, trainable,
+                                   config, bar)  # fmt: skip
+    if validation.last_step != step:  # the final state is always a candidate
+        validation(step, float(len(plan)), recent.mean())
     bar.close()
     seconds = time.perf_counter() - started
+    best = validation.best
     best.restore()
     model.eval()
     kept_start = keep_start and best.step == 0
@@ -426,9 +492,9 @@ def train_lora(
         best_step=int(best.step),
         steps=step,
         planned_steps=steps,
-        history=history,
+        history=validation.history,
         seconds=seconds,
-        train_samples_per_second=seen / max(seconds - eval_seconds, 1e-9),
+        train_samples_per_second=seen / max(seconds - validation.seconds, 1e-9),
         n_train=len(train),
         n_val=len(val),
         kept_start=kept_start,

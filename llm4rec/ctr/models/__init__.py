@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from llm4rec.ctr.config import ModelOptions
-from llm4rec.ctr.models.base import CtrModel
+from llm4rec.ctr.models.base import CtrModel, ModelOptions
 from llm4rec.ctr.models.dcn import DCN, DCNv2
 from llm4rec.ctr.models.deepfm import DeepFM
 from llm4rec.ctr.models.din import DIN

