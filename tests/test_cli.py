@@ -46,7 +46,13 @@ def test_prepare_stats_and_popularity_on_a_local_copy(cache, ml100k_dir, tmp_pat
     assert main(["popularity", "--config", str(config), "--out", str(out_dir), "-q"]) == 0
     printed = capsys.readouterr().out
     assert "| Popularity | 4 |" in printed and "| Popularity | mean |" in printed
-    assert {p.name for p in out_dir.iterdir()} == {"results.json", "results.csv", "results.md", "auc_per_period.png"}
+    assert {p.name for p in out_dir.iterdir()} == {
+        "results.json",
+        "results.csv",
+        "results.md",
+        "auc_per_period.png",
+        "auc_mean.png",
+    }
     assert (out_dir / "auc_per_period.png").read_bytes().startswith(b"\x89PNG")
 
     plot = tmp_path / "periods.png"
