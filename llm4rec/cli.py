@@ -14,7 +14,7 @@ import logging
 import sys
 
 from llm4rec import __version__
-from llm4rec.command_options import add_data_options, data_config_from_args
+from llm4rec.command_options import add_data_options, check_out_dir, check_out_file, data_config_from_args
 from llm4rec.errors import Llm4recError
 
 
@@ -58,6 +58,7 @@ def dataset_stats(config) -> dict:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
+    check_out_file(args.plot, "--plot")
     stats = dataset_stats(data_config_from_args(args))
     if args.plot:
         from llm4rec.eval.plots import plot_periods
@@ -90,6 +91,7 @@ def cmd_popularity(args: argparse.Namespace) -> int:
     from llm4rec.eval.protocol import run_protocol
     from llm4rec.eval.report import markdown_table, with_means, write_run
 
+    check_out_dir(args.out)
     config = data_config_from_args(args)
     timeline = load_timeline(config)
     method = ItemPopularity(smoothing=args.smoothing)

@@ -2,14 +2,17 @@
 it and it imports none of them.
 
 Parsing (``--seeds 0,1,2``, comma lists), choosing the data (``dataset`` / ``--config``), the run commands'
-``--config`` / ``--out`` / ``--quiet``, and quieting the libraries' own progress bars.
+``--config`` / ``--out`` / ``--quiet``, checking output paths before anything runs (:func:`check_out_dir`,
+:func:`check_out_file`), and quieting the libraries' own progress bars.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from llm4rec.errors import Llm4recError
+from llm4rec.errors import ConfigError, Llm4recError
 
 
 def comma_list(value: str) -> list[str]:
@@ -17,12 +20,63 @@ def comma_list(value: str) -> list[str]:
     return [n.strip() for n in value.split(",") if n.strip()]
 
 
-def parse_seeds(value: str) -> list[int]:
-    """``--seeds 0,1,2``; anything but integers is an error naming the option."""
+def parse_seeds(value: str, option: str = "--seeds") -> list[int]:
+    """``--seeds 0,1,2``; anything but integers in 0 .. 2**32 - 1 is an error naming the option."""
+    from llm4rec.config import check_seeds
+
     try:
-        return [int(s) for s in comma_list(value)]
+        seeds = [int(s) for s in comma_list(value)]
     except ValueError:
-        raise Llm4recError(f"--seeds: expected comma-separated integers such as 0,1,2, got {value!r}") from None
+        raise ConfigError(f"{option}: expected comma-separated integers such as 0,1,2, got {value!r}") from None
+    return check_seeds(seeds, option)
+
+
+def _check_parents(path: Path, option: str) -> None:
+    """The nearest existing folder above ``path`` is a writable directory (so ``path`` can be made there)."""
+    for parent in path.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise ConfigError(
+                f"{option} {path}: {parent} is a file, so nothing can be made under it; choose another path"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {path}: {parent} is not writable; choose another path")
+        return
+
+
+def check_out_dir(path: str | Path | None, option: str = "--out") -> Path | None:
+    """Refuse an output directory that cannot be written (an existing file, a path under a file, a read-only
+    folder) with one line naming ``option``, before a command loads data or trains. ``None``: nothing to check."""
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {path} is a file, not a directory; name a directory (it is made if missing)"
+        )
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {path}: {path} is not writable; choose another directory")
+        return path
+    _check_parents(path, option)
+    return path
+
+
+def check_out_file(path: str | Path | None, option: str = "--out") -> Path | None:
+    """Refuse an output file that cannot be written (an existing directory, a path under a file, a read-only
+    folder or file) with one line naming ``option``, before a command loads data or a model."""
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {path} is a directory, not a file; name a file such as {path / 'predictions.csv'}"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path}: {path} is not writable; choose another file")
+    _check_parents(path, option)
+    return path
 
 
 def add_data_options(sub: argparse.ArgumentParser, positional: bool) -> None:
@@ -70,7 +124,10 @@ def run_config(args: argparse.Namespace, config_class):
 
     if args.quiet:
         quiet_libraries()
+    check_out_dir(args.out, "--out")  # before the config: building it may fetch or check a backbone
     config = load_config(config_class, args.config)
     if args.out:
         config.out = args.out
+    else:
+        check_out_dir(getattr(config, "out", None), f"{args.config}: out")
     return config

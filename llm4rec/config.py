@@ -14,7 +14,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, brief
 
 T = TypeVar("T")
 
@@ -81,6 +81,24 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise ConfigError(f"{where}: {error}") from None
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (np.random.seed, RandomState) takes 0 .. 2**32 - 1
+
+
+def check_seed(value: int, where: str) -> int:
+    """A seed numpy, torch and random all take: an integer in 0 .. 2**32 - 1, else a ConfigError naming ``where``
+    (the option or field)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{where}: a seed is an integer in 0 .. {SEED_MAX} (2**32 - 1, numpy's range), got {value!r}")
+    return value
+
+
+def check_seeds(values, where: str) -> list[int]:
+    """Every seed of a list, as :func:`check_seed` (the message names the list's field or option)."""
+    for value in values:
+        check_seed(value, where)
+    return list(values)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -88,7 +106,11 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({brief(error)}); save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read ({brief(error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     return data

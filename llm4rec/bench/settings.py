@@ -11,6 +11,7 @@ import torch
 from llm4rec.bench.architectures import Architecture, build_random_model, get_architecture
 from llm4rec.bench.data import BenchData, LengthSpec, prompt_data, synthetic_data
 from llm4rec.bench.flops import H100_BF16_DENSE_TFLOPS
+from llm4rec.config import check_seed
 from llm4rec.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -61,6 +62,7 @@ class LlmBenchSettings:
             raise ConfigError(f"--batch-sizes: expected positive integers, got {self.batch_sizes}")
         if self.warmup_steps < 0:
             raise ConfigError(f"--warmup-steps: must be >= 0, got {self.warmup_steps}")
+        check_seed(self.seed, "--seed")
         if not 0 <= self.shared_prefix < self.lengths.low:
             raise ConfigError(
                 f"--shared-prefix: must be >= 0 and shorter than the shortest prompt ({self.lengths.low}), "

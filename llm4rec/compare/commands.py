@@ -17,16 +17,19 @@ def print_ranked(rows) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from llm4rec.command_options import comma_list, parse_seeds
+    from llm4rec.command_options import check_out_dir, comma_list, parse_seeds
     from llm4rec.compare.config import load_experiment
     from llm4rec.compare.runner import LOG_FILE, run_compare
 
+    check_out_dir(args.out)
     overrides = {}
     if args.methods is not None:
         overrides["methods"] = comma_list(args.methods)
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
     config = load_experiment(args.config, overrides)  # every check happens here, before anything runs
+    if not args.out:
+        check_out_dir(config.out, f"{args.config}: out")
     out = Path(args.out or config.out)
     try:
         outcome = run_compare(config, out, progress=not args.quiet, verbose=args.verbose)

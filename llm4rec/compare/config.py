@@ -27,8 +27,11 @@ CTR_OWNED = ("data", "models", "updates", "seed", "last_test_period", "protocol"
 
 
 def _check_seeds(seeds: list[int], where: str) -> None:
+    from llm4rec.config import check_seeds
+
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"{where}: expected a non-empty list of distinct integer seeds, got {seeds}")
+    check_seeds(seeds, where)
 
 
 def _section(raw: dict[str, Any], owned: tuple[str, ...], where: str) -> tuple[dict[str, Any], list[int] | None]:
@@ -64,6 +67,7 @@ class ExperimentConfig:
     specs: list[MethodSpec] = field(init=False, repr=False)
     lsat: Any = field(init=False, default=None, repr=False)  # LsatConfig for seed 0, or None without LLM methods
     ctr_config: Any = field(init=False, default=None, repr=False)  # CtrConfig, or None without CTR methods
+    backbone_identity: str | None = field(init=False, default=None, repr=False)  # set by run_compare
     llm_seeds: list[int] = field(init=False, repr=False)
     ctr_seeds: list[int] = field(init=False, repr=False)
 
@@ -171,7 +175,8 @@ class ExperimentConfig:
         if spec.is_llm:
             from llm4rec.llm.catalogue import key_settings
 
-            return key_settings(spec.entry, self.lsat)
+            # The backbone's files, not only its path (llm4rec.llm.backbone_identity).
+            return {**key_settings(spec.entry, self.lsat), "backbone_identity": self.backbone_identity}
         if spec.side == "reference":
             return {"smoothing": POPULARITY_SMOOTHING}
         from llm4rec.ctr.catalogue import key_settings

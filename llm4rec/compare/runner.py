@@ -26,6 +26,7 @@ from llm4rec.compare.store import ResultStore, dataset_fingerprint
 from llm4rec.errors import Llm4recError
 from llm4rec.eval.results import ResultRow
 from llm4rec.io import write_json
+from llm4rec.run_lock import RunLock
 
 log = logging.getLogger("llm4rec.compare")
 LOG_FILE = "compare.log"
@@ -56,6 +57,21 @@ def plan(config: ExperimentConfig, store: ResultStore, fingerprint: str) -> list
             run_dir = store.run_dir(spec.name, seed, key)
             runs.append(PlannedRun(spec, seed, key, run_dir, store.finished(run_dir, config.tested_periods)))
     return runs
+
+
+def prepare_llm_side(config: ExperimentConfig, timeline, progress: bool) -> None:
+    """Before anything trains: the LLM side's template loads, its backbone is there (fetched or built on a first
+    run), and the backbone's identity (its files, not its path) goes into every LLM method's key."""
+    from accelerate import PartialState
+
+    from llm4rec.llm.backbone_identity import backbone_identity
+    from llm4rec.llm.prompts import load_template, template_for_dataset
+    from llm4rec.llm.session import ensure_backbone
+
+    lsat = config.lsat
+    template = load_template(lsat.template or template_for_dataset(lsat.data.name))
+    ensure_backbone(lsat, timeline, template, PartialState(), progress)
+    config.backbone_identity = backbone_identity(lsat.backbone)
 
 
 def manifest(config: ExperimentConfig, runs: list[PlannedRun], fingerprint: str, root: Path) -> dict:
@@ -285,11 +301,10 @@ class _RunLog:
 def run_compare(
     config: ExperimentConfig, out: str | Path, progress: bool = True, verbose: bool = False
 ) -> CompareOutcome:
-    """Run (or continue) the comparison into ``out``; returns every current result row."""
+    """Run (or continue) the comparison into ``out`` (refused while another run writes there); returns every
+    current result row."""
     from llm4rec.command_options import quiet_libraries
-    from llm4rec.compare.report import write_report
     from llm4rec.data.config import load_timeline
-    from llm4rec.eval.protocol import run_protocol
 
     out = Path(out)
     started = time.perf_counter()
@@ -298,6 +313,17 @@ def run_compare(
     fingerprint = dataset_fingerprint(timeline)
     store = ResultStore(out)
     store.check_dataset(dataclasses.asdict(config.data), fingerprint)  # before anything is written or trained
+    with RunLock(out, "llm4rec compare"):
+        return _run_compare(config, out, store, timeline, fingerprint, started, progress, verbose)
+
+
+def _run_compare(config, out: Path, store, timeline, fingerprint: str, started: float, progress: bool,
+                 verbose: bool) -> CompareOutcome:  # fmt: skip
+    from llm4rec.compare.report import write_report
+    from llm4rec.eval.protocol import run_protocol
+
+    if config.lsat is not None:
+        prepare_llm_side(config, timeline, progress)
     runs = plan(config, store, fingerprint)
     store.write_manifest(manifest(config, runs, fingerprint, out))
     periods = config.tested_periods

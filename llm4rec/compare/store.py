@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4rec.errors import Llm4recError
+from llm4rec.errors import Llm4recError, brief
 from llm4rec.eval.report import write_predictions
 from llm4rec.eval.results import ResultRow
 from llm4rec.io import atomic_path, write_json
@@ -50,9 +50,19 @@ class ResultStore:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise Llm4recError(f"{path} is not valid JSON ({error}); it was not written by llm4rec compare") from None
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            raise Llm4recError(
+                f"{path} is not valid JSON ({brief(error)}); it was not written by llm4rec compare: choose another "
+                f"--out, or remove {path} to start the comparison there afresh"
+            ) from None
+        dataset = manifest.get("dataset", {}) if isinstance(manifest, dict) else None
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("data", {}), dict):
+            raise Llm4recError(
+                f"{path} does not hold an llm4rec compare manifest (a JSON object with a 'dataset' object): choose "
+                f"another --out, or remove {path} to start the comparison there afresh"
+            )
+        return manifest
 
     def check_dataset(self, data: dict, fingerprint: str) -> None:
         """Refuse a directory holding results of another dataset (or of the same one cut differently)."""
@@ -97,7 +107,7 @@ class ResultStore:
                 continue
             try:
                 done[period] = ResultRow.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            except (json.JSONDecodeError, TypeError) as error:
+            except (ValueError, TypeError, AttributeError) as error:  # not JSON, not UTF-8, not a result row
                 log.warning("ignoring %s, which does not read back (%s): period %d runs again", path, error, period)
         return done
 

@@ -4,6 +4,7 @@ with the incremental-learning methods of ``incremental.methods`` beside IU / BU 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -70,19 +71,12 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
 
 
 def cmd_ctr(args: argparse.Namespace) -> int:
-    from llm4rec.command_options import comma_list, parse_seeds
+    from llm4rec.command_options import check_out_dir, comma_list, parse_seeds
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
-    from llm4rec.eval.report import (
-        markdown_table,
-        n_seeds,
-        ranked_means,
-        ranked_seed_means,
-        summary_table,
-        with_means,
-        write_run,
-    )
+    from llm4rec.run_lock import RunLock
 
+    check_out_dir(args.out)  # before anything trains: the results are written at the end
     data = load_yaml(args.config)
     for option in ("models", "updates"):
         value = getattr(args, option)
@@ -97,6 +91,23 @@ def cmd_ctr(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         data["seeds"] = parse_seeds(args.seeds)
     config = from_dict(CtrConfig, data, where=str(args.config))
+    with contextlib.ExitStack() as stack:
+        if args.out:  # one run writes into a directory at a time
+            stack.enter_context(RunLock(args.out, "llm4rec ctr"))
+        return _run_and_write(args, config)
+
+
+def _run_and_write(args: argparse.Namespace, config) -> int:
+    from llm4rec.eval.report import (
+        markdown_table,
+        n_seeds,
+        ranked_means,
+        ranked_seed_means,
+        summary_table,
+        with_means,
+        write_run,
+    )
+
     started = time.perf_counter()
     rows, reports = run_ctr(config, progress=not args.quiet)
     seconds = time.perf_counter() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llm4rec.config import check_seed, check_seeds
 from llm4rec.ctr.catalogue import UPDATE_MODES, check_method
 from llm4rec.ctr.features import FeatureConfig
 from llm4rec.ctr.models import check_model_name
@@ -68,9 +69,11 @@ class CtrConfig:
         strategies = [check_method(m, "incremental.methods") for m in self.incremental.methods]
         if len(set(self.incremental.methods)) != len(self.incremental.methods):
             raise ConfigError(f"incremental.methods: a method is listed twice in {self.incremental.methods}")
+        check_seed(self.seed, "seed")
         if self.seeds is not None:
             if not self.seeds or len(set(self.seeds)) != len(self.seeds):
                 raise ConfigError(f"seeds: expected a non-empty list of distinct seeds, got {self.seeds}")
+            check_seeds(self.seeds, "seeds")
             if self.seed != 0:
                 raise ConfigError(f"seed ({self.seed}) and seeds ({self.seeds}): give one of them")
         if self.protocol == "random" and (self.incremental.methods or self.seeds is not None):

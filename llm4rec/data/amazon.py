@@ -11,6 +11,7 @@ interactions among them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from llm4rec.config import check_seed
 from llm4rec.data.tables import RecDataset, canonical_interactions, canonical_items
-from llm4rec.errors import ConfigError, DataError
+from llm4rec.errors import ConfigError, DataError, brief
 
 REVIEW_FIELDS = {"reviewerID": pa.string(), "asin": pa.string(), "overall": pa.float64(), "unixReviewTime": pa.int64()}
 META_FIELDS = {"asin": pa.string(), "title": pa.string(), "category": pa.list_(pa.string())}
@@ -42,6 +44,7 @@ class AmazonBooksFilters:
             raise ConfigError(f"user_fraction must be in (0, 1], got {self.user_fraction}")
         if self.min_title_interactions < 1:
             raise ConfigError(f"min_title_interactions must be >= 1, got {self.min_title_interactions}")
+        check_seed(self.seed, "seed (of the user sample, --seed)")
 
 
 def _find(directory: Path, stem: str) -> Path:
@@ -51,8 +54,28 @@ def _find(directory: Path, stem: str) -> Path:
     raise DataError(f"{directory}: found neither {stem}.json nor {stem}.json.gz")
 
 
+def _check_utf8(table: pa.Table, path: Path) -> None:
+    """pyarrow reads bytes that are not UTF-8 into string columns unchecked (pandas then fails to decode them):
+    find the first such field and record."""
+    for name in table.column_names:
+        before = 0
+        for chunk in table.column(name).chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid as error:
+                index = re.search(r"string index (\d+)", str(error))
+                flat = pa.types.is_string(chunk.type)  # a list column's index counts its strings, not records
+                record = f"record {before + int(index.group(1)) + 1}" if index and flat else "a record"
+                raise DataError(
+                    f"{path}: {record} has a {name!r} that is not valid UTF-8 text; the file is damaged or not "
+                    "the official UTF-8 release: download it again"
+                ) from None
+            before += len(chunk)
+
+
 def _read_json_lines(path: Path, fields: dict[str, pa.DataType], required: list[str]) -> pd.DataFrame:
     schema = pa.schema(list(fields.items()))
+    packed = "a damaged or truncated gzip file, or not gzip at all" if path.suffix == ".gz" else "unreadable"
     try:
         table = pajson.read_json(
             path,
@@ -60,7 +83,12 @@ def _read_json_lines(path: Path, fields: dict[str, pa.DataType], required: list[
             parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise DataError(f"{path}: not valid JSON lines with fields {list(fields)}: {error}") from None
+        raise DataError(
+            f"{path}: not valid JSON lines with fields {list(fields)} ({brief(error)}); download it again"
+        ) from None
+    except (OSError, EOFError) as error:  # zlib / gzip: "incorrect header check", "Truncated compressed stream"
+        raise DataError(f"{path}: cannot be read, {packed} ({brief(error)}); download it again") from None
+    _check_utf8(table, path)
     frame = table.to_pandas()
     for name in required:
         if name not in frame.columns or frame[name].isna().all():

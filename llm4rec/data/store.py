@@ -19,10 +19,12 @@ from llm4rec.data.amazon import AmazonBooksFilters, read_amazon_books
 from llm4rec.data.fetch import fetch_ml100k
 from llm4rec.data.movielens import read_ml1m, read_ml100k_official
 from llm4rec.data.tables import RecDataset
-from llm4rec.errors import DataError
+from llm4rec.errors import DataError, brief
 from llm4rec.io import atomic_directory
 
 FORMAT_VERSION = 1
+INTERACTION_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "label"]  # what save_dataset writes
+ITEM_COLUMNS = ["item_id", "title", "genres"]
 
 
 def cache_dir() -> Path:
@@ -118,12 +120,30 @@ def load_dataset(name: str, prepare_if_missing: bool = True) -> RecDataset:
         if name == "ml-100k" and prepare_if_missing:
             return prepare_dataset(name)
         raise DataError(f"dataset {name} is not prepared in {directory}; run `llm4rec data prepare {name} --path DIR`")
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    rebuild = f"run `llm4rec data prepare {name} --force` (with --path DIR for a local copy) to rebuild it"
+    path = directory / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"holds {type(meta).__name__}, not a JSON object")
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"prepared dataset {directory} is damaged ({path.name}: {brief(error)}); {rebuild}") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(
             f"{directory} was written by another llm4rec version; run `llm4rec data prepare {name} --force`"
         )
-    interactions = pd.read_parquet(directory / "interactions.parquet")
-    items = pd.read_parquet(directory / "items.parquet")
+    tables = {}
+    for table, columns in (("interactions", INTERACTION_COLUMNS), ("items", ITEM_COLUMNS)):
+        path = directory / f"{table}.parquet"
+        try:
+            tables[table] = pd.read_parquet(path)
+            missing = [c for c in columns if c not in tables[table].columns]
+            if missing:
+                raise ValueError(f"the columns {missing} are missing")
+        except (OSError, ValueError) as error:  # pyarrow: ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise DataError(
+                f"prepared dataset {directory} is damaged ({path.name}: {brief(error)}); {rebuild}"
+            ) from None
+    items = tables["items"]
     items["genres"] = [list(g) for g in items["genres"]]
-    return RecDataset(name, interactions, items, meta)
+    return RecDataset(name, tables["interactions"], items, meta)

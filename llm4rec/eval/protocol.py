@@ -41,7 +41,13 @@ def _check_probabilities(method: str, p, n: int) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64).reshape(-1)
     if len(p) != n:
         raise Llm4recError(f"method {method}: predict_proba returned {len(p)} values for {n} samples")
-    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+    bad = int((~np.isfinite(p)).sum())
+    if bad:
+        raise Llm4recError(
+            f"method {method}: {bad} of {n} scores are NaN or infinite, before any metric (a diverged fit: lower the "
+            "learning rate, or train in float32)"
+        )
+    if (p < 0).any() or (p > 1).any():
         raise Llm4recError(f"method {method}: predict_proba must return probabilities in [0, 1]")
     return p
 

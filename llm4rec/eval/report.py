@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm4rec.errors import DataError, brief
 from llm4rec.eval.results import COLUMNS, MEAN, SUMMARY_COLUMNS, ResultRow, SeedSummary, across_seeds, mean_rows
 from llm4rec.io import write_json, write_text
 
@@ -164,7 +165,12 @@ def read_results(path: str | Path) -> list[ResultRow]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    return [ResultRow.from_dict(d) for d in json.loads(path.read_text(encoding="utf-8"))]
+    try:
+        return [ResultRow.from_dict(d) for d in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # missing, not JSON, not a list of rows
+        raise DataError(
+            f"{path}: not a results file written by llm4rec ({brief(error)}); run the command that wrote it again"
+        ) from None
 
 
 def prediction_table(samples: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:

@@ -31,9 +31,10 @@ def stored_key(path: str | Path) -> str | None:
     """The recipe key recorded in an adapter directory's ``llm4rec.json``, if any."""
     meta = Path(path) / META_FILE
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("recipe_key")
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, not JSON, not UTF-8: not a stored adapter, trained again
         return None
+    return data.get("recipe_key") if isinstance(data, dict) else None
 
 
 class AdapterStore:

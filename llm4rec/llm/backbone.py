@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, brief
 from llm4rec.llm.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,21 @@ def _load_error(config: BackboneConfig, options: dict, error: Exception) -> Conf
             "the hub cannot be reached (offline). Download it where there is network and pass its directory, "
             "or build an offline backbone with `llm4rec backbone build`"
         )
-    return ConfigError(f"backbone {config.model_name_or_path!r} could not be loaded: {error}")
+    return ConfigError(f"backbone {config.model_name_or_path!r} could not be loaded: {brief(error)}")
+
+
+def check_safetensors(path: Path, remedy: str) -> None:
+    """Refuse, naming the file, a safetensors file whose header does not read back or does not cover the whole
+    file (a truncated copy, random bytes, an empty file); ``remedy`` says what to do. Reads the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise ConfigError(
+            f"{path}: not a readable safetensors file ({brief(error)}); it is truncated or damaged: {remedy}"
+        ) from None
 
 
 def prepare_tokenizer(tokenizer):
@@ -281,6 +295,11 @@ def load_backbone(config: BackboneConfig, template: PromptTemplate, device: torc
     from transformers import AutoModelForCausalLM
 
     device = torch.device(device)
+    if config.trust_remote_code:
+        log.warning(
+            "trust_remote_code is on: the Python code that comes with %s will run on this machine",
+            config.model_name_or_path or config.gguf_file,
+        )
     tokenizer = load_tokenizer(config)
     answers = answer_token_ids(tokenizer, template)
     dtype = resolve_dtype(config.dtype, device)
@@ -293,9 +312,14 @@ def load_backbone(config: BackboneConfig, template: PromptTemplate, device: torc
         kwargs["use_safetensors"] = True
         if quantization is not None:
             kwargs.update(quantization_config=quantization, device_map={"": device.index or 0})
+        local = Path(config.model_name_or_path).expanduser()
+        for weights in sorted(local.glob("*.safetensors")) if local.is_dir() else []:
+            check_safetensors(weights, "copy or download the model again (or rebuild it with `llm4rec backbone build`)")
+        from safetensors import SafetensorError
+
         try:
             model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs, **options)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, SafetensorError) as error:
             raise _load_error(config, options, error) from None
     if quantization is None:
         model.to(device)

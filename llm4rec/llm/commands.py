@@ -11,6 +11,8 @@ import argparse
 from llm4rec.command_options import (
     add_data_options,
     add_run_options,
+    check_out_dir,
+    check_out_file,
     data_config_from_args,
     quiet_libraries,
     run_config,
@@ -35,6 +37,7 @@ def _periods(text: str) -> list[int]:
 
 
 def cmd_backbone_fetch(args: argparse.Namespace) -> int:
+    check_out_dir(args.out)
     if args.quiet:
         quiet_libraries()
     from llm4rec.llm.fetch import fetch_backbone
@@ -50,6 +53,10 @@ def cmd_backbone_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_backbone_build(args: argparse.Namespace) -> int:
+    from llm4rec.config import check_seed
+
+    check_out_dir(args.out)
+    check_seed(args.seed, "--seed")
     if args.quiet:
         quiet_libraries()
     from llm4rec.data.config import load_timeline
@@ -191,6 +198,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from llm4rec.llm.run import predict_period
     from llm4rec.llm.samples import build_samples
 
+    check_out_file(args.out)  # before the model loads: the predictions are written after all the scoring
+    check_out_dir(args.merge_into_base, "--merge-into-base")
     config = data_config_from_args(args)
     if not args.model and not args.gguf_file:
         raise ConfigError("--model: name the base model (a directory or a Hugging Face id), or give --gguf-file")

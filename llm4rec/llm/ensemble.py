@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, brief
 from llm4rec.llm.backbone import META_FILE
 from llm4rec.llm.merge import check_weight
 from llm4rec.llm.score import score_margins, sigmoid
@@ -107,8 +107,10 @@ def read_ensemble(directory: str | Path) -> EnsembleManifest | None:
         return None
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: not valid JSON: {error}") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: not valid JSON ({brief(error)}); train or copy the adapter again") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(meta).__name__}, not an object; train or copy the adapter again")
     if meta.get("kind") != ENSEMBLE_KIND:
         return None
     from llm4rec.config import from_dict

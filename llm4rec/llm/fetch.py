@@ -71,7 +71,7 @@ def fetched_meta(out: Path) -> dict | None:
 
     try:
         meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # JSONDecodeError, UnicodeDecodeError: fetched again
         return None
     return meta if isinstance(meta, dict) and meta.get("kind") == FETCHED_KIND else None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llm4rec.config import check_seeds
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
@@ -61,6 +62,7 @@ class FewShotConfig:
             raise ConfigError(f"shots: expected distinct sample counts >= 1, got {self.shots}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: expected distinct seeds, got {self.seeds}")
+        check_seeds(self.seeds, "seeds")
         unknown = sorted(set(self.epochs_by_shots) - set(self.shots))
         if unknown or any(e < 1 for e in self.epochs_by_shots.values()):
             raise ConfigError(

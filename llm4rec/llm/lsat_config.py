@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from llm4rec.config import check_seed
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
@@ -33,6 +34,9 @@ class ScratchBuildConfig:
     max_samples: int | None = None  # None = the preset's
     epochs: int | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "build_backbone.seed")
 
 
 def check_backbone_source(config) -> None:
@@ -108,6 +112,7 @@ class TaskArithmeticConfig:
         _check_grid(self.grid, "task_arithmetic.grid")
         if not 0 < self.density <= 1:
             raise ConfigError(f"task_arithmetic.density: expected a value in (0, 1], got {self.density}")
+        check_seed(self.seed, "task_arithmetic.seed")
 
 
 @dataclass
@@ -167,6 +172,7 @@ class LsatConfig:
                 f"{self.long_term.periods + 1}..{n_periods - 1} (the short-term adapter needs a period after K-1)"
             )
         self.last_test_period = last
+        check_seed(self.seed, "seed")
         check_backbone_source(self)
         if self.score_batch_size < 1:
             raise ConfigError(f"score_batch_size: must be >= 1, got {self.score_batch_size}")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.config import DataConfig, resolve_data_config
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, DataError
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.llm.train import LoraSettings, LoraTrainConfig
 
@@ -91,9 +91,14 @@ def predict_period(
     period = int(rows["period"].iloc[0]) if len(rows) else 0
     # Warm items occur in the periods before; nothing is warm in period 0.
     warm = timeline.warm_mask(rows, trained_through=period - 1) if period > 0 else np.zeros(len(rows), dtype=bool)
-    row = score(method, period, rows["label"].to_numpy(), p, rows["user_id"].to_numpy(), warm, seconds, seed=seed)
-    write_predictions(out_csv, rows, p)
-    return row
+    write_predictions(out_csv, rows, p)  # first: with NaN scores they are what there is to look at
+    bad = int((~np.isfinite(p)).sum())
+    if bad:
+        raise DataError(
+            f"{method}: {bad} of {len(p)} scores are NaN or infinite (a diverged adapter, or a backbone that does not "
+            f"load in this dtype: try --dtype float32); the predictions are in {out_csv}"
+        )
+    return score(method, period, rows["label"].to_numpy(), p, rows["user_id"].to_numpy(), warm, seconds, seed=seed)
 
 
 def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
@@ -172,7 +177,21 @@ def run_lora(config: LoraRunConfig, progress: bool = True) -> dict:
 def run_lsat(config, progress: bool = True) -> tuple[list, dict]:
     """Run FR, FT and the LSAT variants of an LsatConfig over the tested periods; write results, predictions
     (``predictions/<method>/period_<t>.csv``), plots and adapters to ``config.out``. Returns (result rows, run
-    summary)."""
+    summary); refused while another run writes into ``config.out``."""
+    from accelerate import PartialState
+
+    from llm4rec.run_lock import RunLock
+
+    lock = RunLock(config.out, "llm4rec lsat")
+    if PartialState().is_main_process:  # one lock for the run, held by its first process
+        lock.acquire()
+    try:
+        return _run_lsat(config, progress)
+    finally:
+        lock.release()
+
+
+def _run_lsat(config, progress: bool) -> tuple[list, dict]:
     from llm4rec.data.config import load_timeline
     from llm4rec.eval.protocol import run_protocol
     from llm4rec.eval.report import write_predictions, write_run

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.data.store import cache_dir
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, DataError, brief
 from llm4rec.io import atomic_directory
 from llm4rec.llm.backbone import tokenizer_fingerprint
 from llm4rec.llm.prompts import PromptTemplate
@@ -128,6 +128,30 @@ def samples_key(
     return digest.hexdigest()[:24]
 
 
+SAMPLE_COLUMNS = ["user_id", "item_id", "label", "prompt", "input_ids", "length", "history_kept"]
+
+
+def load_cached_samples(where, n_rows: int) -> datasets.Dataset:
+    """The tokenized set stored at ``where``; a damaged one (a truncated or missing Arrow file, unreadable JSON, other
+    rows or columns than its key promises) is a DataError saying how to rebuild it."""
+    problem = None
+    try:
+        dataset = datasets.load_from_disk(str(where))
+    except (OSError, ValueError, KeyError, TypeError) as error:  # JSON, Arrow IPC, a missing file
+        problem = brief(error)
+    else:
+        if not isinstance(dataset, datasets.Dataset) or dataset.column_names != SAMPLE_COLUMNS:
+            problem = f"columns {getattr(dataset, 'column_names', None)}, expected {SAMPLE_COLUMNS}"
+        elif len(dataset) != n_rows:
+            problem = f"{len(dataset)} samples, expected {n_rows}"
+    if problem is not None:
+        raise DataError(
+            f"tokenized samples cache {where} is damaged ({problem}); delete that directory (rm -r {where}) and "
+            "run again to rebuild it"
+        )
+    return dataset
+
+
 def build_samples(
     rows: pd.DataFrame,
     items: pd.DataFrame,
@@ -150,7 +174,7 @@ def build_samples(
     where = cache_dir() / "samples" / key
     if cache and (where / "dataset_info.json").is_file():
         log.info("tokenized samples from cache %s", where)
-        return datasets.load_from_disk(str(where))
+        return load_cached_samples(where, len(rows))
     prompts, ids, kept = tokenize_with_cutoff(rows, prompts, titles, template, tokenizer, cutoff)
     dataset = datasets.Dataset.from_dict(
         {
@@ -166,5 +190,5 @@ def build_samples(
     if cache:
         with atomic_directory(where) as tmp:
             dataset.save_to_disk(str(tmp))
-        dataset = datasets.load_from_disk(str(where))
+        dataset = load_cached_samples(where, len(rows))
     return dataset

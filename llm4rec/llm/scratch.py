@@ -235,7 +235,7 @@ def check_backbone_directory(path: str | Path, dataset: str, first_tested: int) 
     meta_path = Path(path) / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # JSONDecodeError, UnicodeDecodeError
         return
     if isinstance(meta, dict) and meta.get("kind") == "scratch-backbone" and meta.get("dataset") == dataset:
         check_pretraining_periods(list(meta.get("periods") or []), first_tested, str(meta_path))

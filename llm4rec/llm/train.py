@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llm4rec.config import check_seed
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
 from llm4rec.llm.adapters import quiet_peft_warnings
@@ -113,6 +114,7 @@ class LoraTrainConfig:
                 f"train.share_prompt_prefix: expected one of {', '.join(PREFIX_SHARING)}, "
                 f"got {self.share_prompt_prefix!r}"
             )
+        check_seed(self.seed, "train.seed")
 
 
 @dataclass
