@@ -39,6 +39,10 @@ class MethodEntry:
     help: str
     sections: tuple[str, ...] = ()
     build: Callable[..., Any] | None = None
+    # A method whose every fit starts afresh needs no burn-in fits before the first tested period.
+    fresh_each_fit: bool = False
+    # check(config): refuse, on load, a config this method cannot run with (None: nothing beyond the sections').
+    check: Callable[[Any], None] | None = None
 
 
 def _plain(value: Any) -> Any:

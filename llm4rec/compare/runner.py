@@ -171,10 +171,9 @@ class Sides:
             return self.llm.method(spec, seed), None
         ctr = self.config.ctr_config
         torch.set_num_threads(ctr.threads or self.default_threads)
-        # Kept up to date from pre-training on; FR retrains from scratch each time, so it needs no burn-in
+        # Kept up to date from pre-training on; a method that starts afresh every fit (FR) needs no burn-in
         # (its first fit is the full retraining through the period before the first test).
-        fr = spec.entry.base.name == "FR" and not spec.entry.with_memory
-        return self.ctr.method(spec, seed), (None if fr else ctr.pretrain_periods - 1)
+        return self.ctr.method(spec, seed), (ctr.pretrain_periods - 1 if spec.entry.needs_burn_in else None)
 
     def restore_threads(self) -> None:
         import torch

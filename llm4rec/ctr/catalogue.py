@@ -38,7 +38,17 @@ def _update(mode: str):
     return build
 
 
-def _strategy(name: str, help: str, section: str, load_class, *arguments) -> MethodEntry:
+def _check_asmg(config) -> None:
+    """ASMG trains its generator on the models of earlier fits: the tested periods must give it enough of them."""
+    from llm4rec.incremental.config import check_sequence_length
+
+    if config.protocol == "periods":
+        last = config.data.periods.n_periods - 1 if config.last_test_period is None else config.last_test_period
+        # One model per fit, at periods K-1 .. last-1.
+        check_sequence_length(config.incremental.asmg, last - config.pretrain_periods + 1, config.pretrain_periods - 1)
+
+
+def _strategy(name: str, help: str, section: str, load_class, *arguments, check=None) -> MethodEntry:
     """An incremental strategy's entry: it reads ``incremental.<section>`` and builds ``load_class()(model,
     *arguments, features, view.model, view.train, view.incremental.<section>, seed)`` (the class is imported
     when the method is built)."""
@@ -47,7 +57,7 @@ def _strategy(name: str, help: str, section: str, load_class, *arguments) -> Met
         settings = getattr(view.incremental, section)
         return load_class()(model, *arguments, features, view.model, view.train, settings, seed)
 
-    return MethodEntry(name, help, (f"incremental.{section}",), build)
+    return MethodEntry(name, help, (f"incremental.{section}",), build, check=check)
 
 
 def _replay():
@@ -79,7 +89,7 @@ UPDATE_MODES = {
     "BU": MethodEntry(
         "BU", "batch update BU<w>: fine-tune the current model on periods t-w+1..t", ("window",), _update("BU")
     ),
-    "FR": MethodEntry("FR", "full retraining: a fresh model on periods 0..t", (), _update("FR")),
+    "FR": MethodEntry("FR", "full retraining: a fresh model on periods 0..t", (), _update("FR"), fresh_each_fit=True),
 }
 _STRATEGIES = [
     _strategy("Reservoir", "IU plus replay of a uniform reservoir of past samples", "replay", _replay, "Reservoir"),
@@ -94,11 +104,11 @@ _STRATEGIES = [
     _strategy("IncCTR", "IU with knowledge distillation from the previous model (IncCTR)", "inc_ctr", _inc_ctr),
     _strategy(
         "ASMG-GRU", "a GRU meta generator over the last k incrementally updated models (ASMG)", "asmg", _asmg,
-        "GRU",
+        "GRU", check=_check_asmg,
     ),
     _strategy(
         "ASMG-Linear", "ASMG with a linear (softmax-weighted) combination of the last k models", "asmg", _asmg,
-        "Linear",
+        "Linear", check=_check_asmg,
     ),
     _strategy("SML", "a transfer module combining the previous and the newly trained parameters (SML)", "sml", _sml),
 ]  # fmt: skip
@@ -128,6 +138,12 @@ class CtrMethod:
     def sections(self) -> tuple[str, ...]:
         """Every config section this method reads: the shared ones, its base's, ReLoop2's."""
         return (*SHARED_SECTIONS, *self.base.sections, *(RELOOP_SECTIONS if self.with_memory else ()))
+
+    @property
+    def needs_burn_in(self) -> bool:
+        """Whether the method is kept up to date from pre-training on, fitted on every period before the first
+        tested one (a fresh model every fit needs none; an error memory on top keeps state, so it does)."""
+        return self.with_memory or not self.base.fresh_each_fit
 
     @property
     def is_update_mode(self) -> bool:

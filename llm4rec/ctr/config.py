@@ -13,7 +13,7 @@ from llm4rec.ctr.models.base import ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
-from llm4rec.incremental.config import IncrementalConfig, check_sequence_length
+from llm4rec.incremental.config import IncrementalConfig
 
 # The models run when a config names none (DCNv2 is available by name).
 DEFAULT_MODELS = ["MF", "EmbMLP", "WideDeep", "DeepFM", "DCN", "NFM", "DIN"]
@@ -88,10 +88,8 @@ class CtrConfig:
                 f"pretrain_periods: with {n_periods} periods, K must be in 1..{n_periods - 1} "
                 f"(pre-train on periods 0..K-1, test from period K), got {self.pretrain_periods}"
             )
-        if self.protocol == "periods" and any(m.base.name.startswith("ASMG") for m in strategies):
-            last = n_periods - 1 if self.last_test_period is None else self.last_test_period
-            # One model per fit, at periods K-1 .. last-1.
-            check_sequence_length(self.incremental.asmg, last - self.pretrain_periods + 1, self.pretrain_periods - 1)
+        for check in dict.fromkeys(m.base.check for m in strategies if m.base.check is not None):
+            check(self)  # what a method needs of the config beyond its sections' own checks
 
     @property
     def first_test_period(self) -> int:
