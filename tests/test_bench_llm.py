@@ -119,6 +119,7 @@ def test_our_answer_loss_equals_the_trainers_loss_and_gradients(data, lora_model
 def test_architectures_have_the_published_sizes(one_thread):
     assert get_architecture("tinyllama-1.1b").parameter_count() == 1_100_048_384
     assert get_architecture("llama2-7b").parameter_count() == 6_738_415_616
+    assert get_architecture("smollm2-135m").parameter_count() == 134_515_008  # the fetched checkpoint's count
     model = build_random_model(TINY)
     assert sum(p.numel() for p in model.parameters()) == TINY.parameter_count()
     with pytest.raises(ConfigError, match="known: tinyllama-1.1b, llama2-7b"):

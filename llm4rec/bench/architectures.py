@@ -55,6 +55,12 @@ REAL_BACKBONES = {
         num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096, tie_word_embeddings=False,
         source="meta-llama/Llama-2-7b-hf config.json",
     ),
+    # The pretrained LLM llm4rec fetches offline (llm4rec backbone fetch smollm2-135m): its config.json there.
+    "smollm2-135m": Architecture(
+        "smollm2-135m", vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=8192, tie_word_embeddings=True,
+        source="HuggingFaceTB/SmolLM2-135M-Instruct config.json",
+    ),
 }  # fmt: skip
 
 
