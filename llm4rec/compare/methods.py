@@ -75,7 +75,7 @@ def parse_methods(names: list[str]) -> list[MethodSpec]:
 
 
 def catalogue_markdown() -> str:
-    """The method list of docs/methods.md (and ``llm4rec methods --markdown``), made from the catalogues."""
+    """The method list of docs/methods.md (what ``llm4rec methods`` prints), made from the catalogues."""
     from llm4rec.ctr import catalogue as ctr
     from llm4rec.llm import catalogue as llm
 

@@ -101,24 +101,22 @@ class LlmSide:
 
     def __init__(self, config: ExperimentConfig, timeline, out: Path, progress: bool) -> None:
         self.config, self.timeline, self.out, self.progress = config, timeline, out, progress
-        self.sessions: dict[int, object] = {}
-        self.lsat: dict[int, object] = {}
+        self.seeds: dict[int, tuple] = {}  # seed -> (its LsatConfig, its LoRA session)
 
     def method(self, spec: MethodSpec, seed: int):
         from llm4rec.llm.catalogue import build_method, session_view
         from llm4rec.llm.session import open_session
 
-        if seed not in self.sessions:
+        if seed not in self.seeds:
             lsat = self.config.lsat_for_seed(seed, str(self.out / "llm" / f"seed_{seed}"))
             started = time.perf_counter()
             log.info("LLM seed %d: opening the backbone %s", seed, lsat.backbone.model_name_or_path)
             # A first run builds the scratch backbone (minutes): that gets its own bar; the fits report to the log.
-            self.sessions[seed] = open_session(
-                session_view(lsat), self.timeline, progress=False, build_progress=self.progress
-            )
-            self.lsat[seed] = lsat
+            session = open_session(session_view(lsat), self.timeline, progress=False, build_progress=self.progress)
+            self.seeds[seed] = (lsat, session)
             log.info("LLM seed %d: backbone ready in %.1f s", seed, time.perf_counter() - started)
-        method = build_method(spec.entry, self.sessions[seed], self.lsat[seed])
+        lsat, session = self.seeds[seed]
+        method = build_method(spec.entry, session, lsat)
         method.name = spec.name
         return method
 

@@ -4,7 +4,7 @@
 next period; its config is a :class:`LoraRunConfig` in YAML (see configs/llm/).
 :func:`run_lsat` runs FR, FT and the LSAT variants (:mod:`llm4rec.llm.lsat`)
 through the period protocol. ``accelerate launch scripts/train_lsat.py
---config`` runs either, by the config's kind.
+--config`` runs ``lsat``, and ``scripts/train_lsat.py train --config`` runs one adapter.
 """
 
 from __future__ import annotations
