@@ -69,3 +69,39 @@ def test_wrong_label_threshold_and_bad_lengths_are_errors(timeline):
     frame = pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "timestamp": [1], "label": [1], "rating": [5.0]})
     with pytest.raises(ValueError, match="history_length must be >= 1"):
         build_feature_table(frame, frame, pd.DataFrame({"item_id": ["i"], "genres": [["g"]]}), history_length=0)
+
+
+def test_static_split_histories_hold_only_train_rows():
+    """A val or test sample's history holds nothing but the user's train-split positives from before it; with
+    every row as history source (the old way) some test histories do hold val / test positives."""
+    from llm4rec.config import from_dict
+    from llm4rec.ctr.config import CtrConfig
+    from llm4rec.ctr.random_split import history_source, random_split_samples, split_rows
+
+    dataset = synthetic_dataset(n=3000)
+    config = from_dict(CtrConfig, {"data": {"name": "ml-100k"}, "protocol": "random", "models": ["DIN"]})
+    interactions, samples = random_split_samples(dataset, config)
+    train, val, test = split_rows(len(samples), config.random_split.fractions, seed=0)
+
+    def leaks(table) -> int:
+        """Held-out samples whose history holds an item that is not an earlier train positive of the user."""
+        is_train = np.zeros(len(samples), dtype=bool)
+        is_train[train] = True
+        count = 0
+        for i in np.concatenate([val, test]):
+            allowed = samples[
+                is_train
+                & (samples["user_id"] == samples["user_id"][i])
+                & (samples["timestamp"] < samples["timestamp"][i])
+                & (samples["label"] == 1)
+            ]
+            held = {table.item_names[c] for c in table.history[i] if c >= 0}
+            count += not held <= set(allowed["item_id"].astype(str))
+        return count
+
+    clean = build_feature_table(samples, history_source(interactions, samples, train), dataset.items, 10, 4)
+    leaky = build_feature_table(samples, interactions, dataset.items, 10, 4)
+    assert leaks(clean) == 0
+    assert leaks(leaky) > 50  # the check can fail: all rows as history source put held-out positives in
+    np.testing.assert_array_equal(clean.label, leaky.label)  # labels and ids are untouched, only histories differ
+    np.testing.assert_array_equal(clean.item, leaky.item)

@@ -27,8 +27,10 @@ def test_each_mode_trains_on_its_window(timeline, features):
     table = timeline.table
 
     def n_train(first, period):
-        in_window = (table["period"] >= first) & (table["period"] < period)
-        return int(in_window.sum() + ((table["period"] == period) & (table["split"] == "train")).sum())
+        """train_first..train_period plus val_{first-1}..val_{period-1}: the timeline's row rule."""
+        trains = (table["period"] >= first) & (table["period"] <= period) & (table["split"] == "train")
+        vals = (table["period"] >= first - 1) & (table["period"] < period) & (table["split"] == "val")
+        return int(trains.sum() + vals.sum())
 
     expected = {
         "IU": {1: n_train(0, 1), 2: n_train(2, 2), 3: n_train(3, 3)},

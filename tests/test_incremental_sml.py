@@ -63,9 +63,12 @@ def test_sml_schedule_over_periods(timeline, features):
     assert sorted(method.extra_reports) == [2, 3]
     assert "warm_start_error" in method.extra_reports[2] and "warm_start_error" not in method.extra_reports[3]
     table = timeline.table
-    for period, report in method.extra_reports.items():  # f learns towards period t's train split, stops on its val
+    for (
+        period,
+        report,
+    ) in method.extra_reports.items():  # f learns towards period t's rows (the row rule), stops on val_t
         in_period = table["period"] == period
-        assert report["transfer"]["n_train"] == int((in_period & (table["split"] == "train")).sum())
+        assert report["transfer"]["n_train"] == len(timeline.training_positions(period, period))
         assert report["transfer"]["n_val"] == int((in_period & (table["split"] == "val")).sum())
     # The served model holds f(W_{t-1}, W_hat_t).
     with torch.no_grad():

@@ -3,7 +3,10 @@ dislike (3 on MovieLens), label the rest, shuffle, split 8:1:1, train once, test
 
 No time order is kept between the splits, so this measures the models, not
 how they age. Histories are still the user's positive items strictly before
-each sample in time. Rows land in the shared schema with period "random".
+each sample in time, drawn from the train split only: a val or test row's
+label never enters any history (with all rows as history, a test sample's
+history held positives of other test and val rows, which lifted DIN above
+DeepFM). Rows land in the shared schema with period "random".
 """
 
 from __future__ import annotations
@@ -39,20 +42,36 @@ def split_rows(n: int, fractions: list[float], seed: int) -> tuple[np.ndarray, n
 
 
 def random_split_samples(dataset: RecDataset, config: CtrConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(all interactions labelled, the samples that remain after dropping ``drop_ratings``)."""
+    """(all interactions labelled, the samples that remain after dropping ``drop_ratings``).
+
+    The samples keep, as column ``source_row``, their row number in the interactions."""
     interactions = apply_label(dataset.interactions, config.data.label_threshold)
     keep = ~interactions["rating"].isin(config.random_split.drop_ratings).to_numpy()
-    return interactions, interactions[keep].reset_index(drop=True)
+    samples = interactions[keep].reset_index(drop=True).assign(source_row=np.flatnonzero(keep))
+    return interactions, samples
+
+
+def history_source(interactions: pd.DataFrame, samples: pd.DataFrame, train: np.ndarray) -> pd.DataFrame:
+    """The interactions with every label but the train split's set to 0: histories hold positives only, so
+    no val or test row can enter one (the rows stay, so every sample is still found by user and time)."""
+    label = np.zeros(len(interactions), dtype=interactions["label"].dtype)
+    rows = samples["source_row"].to_numpy()[train]
+    label[rows] = interactions["label"].to_numpy()[rows]
+    return interactions.assign(label=label)
 
 
 def run_random_split(
     dataset: RecDataset, config: CtrConfig, progress: bool = True
 ) -> tuple[list[ResultRow], dict[str, TrainReport]]:
     interactions, samples = random_split_samples(dataset, config)
-    table: FeatureTable = build_feature_table(
-        samples, interactions, dataset.items, config.features.history_length, config.features.max_genres
-    )
     train, val, test = split_rows(len(samples), config.random_split.fractions, config.seed)
+    table: FeatureTable = build_feature_table(
+        samples,
+        history_source(interactions, samples, train),
+        dataset.items,
+        config.features.history_length,
+        config.features.max_genres,
+    )
     users = samples["user_id"].to_numpy()[test]
     warm = np.isin(table.item[test], table.item[train])
     rows, reports = [], {}

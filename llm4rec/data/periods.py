@@ -141,22 +141,27 @@ class Timeline:
         return self.table[mask]
 
     def training_positions(self, first: int, last: int) -> np.ndarray:
-        """Positions in ``table`` of what a fit over periods first..last learns from, on both sides: the train
-        splits of periods first..last plus the val splits of first..last-1 (each already used to select its own
-        period's model, so now just data). Period ``last``'s val split is left for early stopping."""
+        """Positions in ``table`` of what a fit over periods first..last learns from, the one row rule of both
+        sides: the train splits of periods first..last plus the val splits of periods first-1..last-1.
+
+        A val split selects the model of its own period and is plain data after that, so the fit at ``last``
+        also learns val_{first-1} (the newest rows before train_first in time) and every val split up to
+        val_{last-1}; period ``last``'s val split is left for early stopping. One period (first = last = t):
+        train_t plus val_{t-1}, what fine-tuning, IU and the short-term adapter learn; periods 0..t: all of
+        them but val_t, what full retraining learns.
+        """
+        self.check_period(last)
+        if not 0 <= first <= last:
+            raise ConfigError(f"training periods {first}..{last}: expected 0 <= first <= last")
         period, split = self.table["period"].to_numpy(), self.table["split"].to_numpy()
-        return np.flatnonzero(((period >= first) & (period < last)) | ((period == last) & (split == "train")))
+        is_train = split == "train"
+        trains = (period >= first) & (period <= last) & is_train
+        vals = (period >= first - 1) & (period <= last - 1) & ~is_train
+        return np.flatnonzero(trains | vals)
 
     def training_rows(self, first: int, last: int) -> pd.DataFrame:
         """The rows of :meth:`training_positions`."""
         return self.table.iloc[self.training_positions(first, last)]
-
-    def update_rows(self, period: int) -> pd.DataFrame:
-        """What fine-tuning the LLM's adapter at ``period`` learns from: train_t plus val_{t-1} (no longer needed
-        for selection)."""
-        period_of, split = self.table["period"].to_numpy(), self.table["split"].to_numpy()
-        keep = ((period_of == period) & (split == "train")) | ((period_of == period - 1) & (split == "val"))
-        return self.table[keep]
 
     def through(self, index: int) -> pd.DataFrame:
         """All rows of periods 0..index (train and val)."""

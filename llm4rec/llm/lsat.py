@@ -6,13 +6,16 @@ protocol tests it on period t + 1.
 
 - **FR** (full retraining): a fresh LoRA on the train splits of periods 0..t
   plus the val splits of 0..t-1, early-stopped on val_t.
+
+Every fit learns the rows of :meth:`Timeline.training_positions`, the one
+row rule the CTR updates follow too: one period t means train_t plus val_{t-1}.
 - **FT** (fine-tuning): the previous period's adapter trained further on
   train_t plus val_{t-1}, early-stopped on val_t. The old adapter is the first
   candidate, so when no update raises the val AUC the old one is kept (as the
   LSAT authors' code does). The first FT period starts from FR through t-1.
 - **LSAT** (Shi et al., CIKM 2024): a *long-term* adapter trained FR-style on
   periods 0..K-1 and then frozen (or refreshed every R periods), and a
-  *short-term* adapter trained on period t alone. They are combined
+  *short-term* adapter trained on period t alone (train_t plus val_{t-1}). They are combined
   - by an output ensemble, P = w P_long + (1 - w) P_short (``LSAT-ensemble``), or
   - by task arithmetic into one adapter (``LSAT-ta-<mode>``, :mod:`llm4rec.llm.merge`),
   with w chosen on val_t over a grid (or fixed). ``LSAT-long`` and
@@ -78,11 +81,11 @@ class PeriodAdapters:
         return self.full_retrain(through, role="long")
 
     def short_term(self, period: int) -> Path:
-        """A fresh adapter on period ``period`` alone (its train split; early-stopped on its val split)."""
+        """A fresh adapter on period ``period`` alone (train_t plus val_{t-1}; early-stopped on val_t)."""
         session, limits = self.session, self.config.samples
         return session.ensure_trained(
             self.store.path("short", period),
-            train_rows=session.timeline.period(period, "train"),
+            train_rows=session.timeline.training_rows(period, period),
             val_rows=session.timeline.period(period, "val"),
             max_train_samples=limits.recent_fit,
             max_val_samples=limits.val,
@@ -96,7 +99,7 @@ class PeriodAdapters:
         previous = self.full_retrain(period - 1) if period <= first else self.fine_tuned(period - 1)
         return session.ensure_trained(
             self.store.path("ft", period),
-            train_rows=session.timeline.update_rows(period),
+            train_rows=session.timeline.training_rows(period, period),
             val_rows=session.timeline.period(period, "val"),
             max_train_samples=limits.recent_fit,
             max_val_samples=limits.val,
