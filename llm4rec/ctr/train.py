@@ -111,10 +111,14 @@ def fit(
     seed: int = 0,
     loss: LossFn = bce_loss,
     learning_rate: float | None = None,
+    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> TrainReport:
     """Train ``model`` in place on ``train``; keep the epoch with the best ``val`` AUC (all epochs if no val).
 
-    ``learning_rate`` overrides the config's (SML trains its transfer module at its own rate)."""
+    ``learning_rate`` overrides the config's (SML trains its transfer module at its own rate).
+    ``on_epoch_end(epoch, model)`` (epoch 1-based) runs after each epoch's training, before its val check,
+    so a caller can see the weights of every epoch, not only the best one kept at the end (MEGG scores
+    its replay candidates with the penultimate epoch's weights)."""
     started = time.perf_counter()
     n = n_rows(train)
     report = TrainReport(n_train=n, n_val=n_rows(val) if val is not None else 0)
@@ -133,6 +137,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
         if val is None or n_rows(val) == 0:
             report.val_auc.append(float("nan"))
             continue

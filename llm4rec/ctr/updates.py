@@ -7,9 +7,11 @@ After that, ``fit(timeline, t)``:
 - BU-w (batch update): fine-tune the current model on periods t-w+1..t;
 - FR (full retraining): train a fresh model on periods 0..t.
 
-Training data are the train splits of those periods, plus the val splits of
-periods before t (already used for their own model selection, so now just
-data); early stopping watches period t's val split, never a test period.
+Training data follow the timeline's one row rule, the LLM side's too
+(:meth:`Timeline.training_positions`): the train splits of those periods plus
+the val splits of the period before each (already used for their own model
+selection, so now just data; IU at t learns train_t plus val_{t-1}); early
+stopping watches period t's val split, never a test period.
 Encoders grow on every id of periods 0..t, then the model gains rows for the
 new ids; ids first seen in period t + 1 score through the OOV row.
 """
@@ -109,8 +111,19 @@ class CtrUpdateMethod:
     def train_period(
         self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
     ) -> TrainReport:
-        """Train ``self.model`` (already grown for period t's ids) on ``train_rows``, stopping on ``val_rows``."""
-        return fit(self.model, self.encode(train_rows), self.encode(val_rows), self.train_config, self.fit_seed(period))
+        """Train ``self.model`` (already grown for period t's ids) on ``train_rows``, stopping on ``val_rows``.
+        :meth:`on_epoch_end` sees the model after each epoch (MEGG keeps its penultimate-epoch snapshot)."""
+        return fit(
+            self.model,
+            self.encode(train_rows),
+            self.encode(val_rows),
+            self.train_config,
+            self.fit_seed(period),
+            on_epoch_end=self.on_epoch_end,
+        )
+
+    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
+        """Called by the trainer after each epoch of :meth:`train_period`; nothing by default."""
 
     def encode(self, rows: np.ndarray) -> dict:
         return self.encoders.encode(self.features, rows)

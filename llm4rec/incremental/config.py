@@ -40,13 +40,26 @@ def _check_fraction(where: str, value: float) -> None:
 class ReplayConfig:
     """Reservoir, SPMF and MEGG: a uniform reservoir of past samples, and how much of it each period replays."""
 
-    reservoir_fraction: float = 0.5  # the reservoir holds this fraction of every sample seen (ASMG tunes 0.1-0.5)
-    ratio: float = 0.5  # replayed samples per new training sample
+    # `capacity`: a fixed-size uniform sample of every sample seen (reservoir sampling);
+    # `fraction`: a growing one holding `reservoir_fraction` of them.
+    reservoir: Literal["capacity", "fraction"] = "capacity"
+    # 0.2 of ML-100K's 100,000 ratings; the ASMG paper tunes 0.1-0.5 of the dataset.
+    reservoir_capacity: int = 20_000
+    reservoir_fraction: float = 0.5  # used only with `reservoir: fraction`
+    ratio: float = 0.5  # replayed samples per new training sample (Reservoir and SPMF)
+    megg_ratio: float = 0.8  # the same for MEGG, whose paper reports its gains for ratios above 0.7
     megg_chunk_size: int = 256  # samples per vmap call when MEGG computes per-sample gradients
 
     def __post_init__(self) -> None:
+        if self.reservoir not in ("capacity", "fraction"):
+            raise ConfigError(
+                f"incremental.replay.reservoir: expected 'capacity' or 'fraction', got {self.reservoir!r}"
+            )
+        if self.reservoir_capacity < 1:
+            raise ConfigError(f"incremental.replay.reservoir_capacity: must be >= 1, got {self.reservoir_capacity}")
         _check_fraction("incremental.replay.reservoir_fraction", self.reservoir_fraction)
         _check_fraction("incremental.replay.ratio", self.ratio)
+        _check_fraction("incremental.replay.megg_ratio", self.megg_ratio)
         if self.megg_chunk_size < 1:
             raise ConfigError(f"incremental.replay.megg_chunk_size: must be >= 1, got {self.megg_chunk_size}")
 

@@ -1,7 +1,8 @@
 """Experience replay: past samples mixed into each period's incremental update.
 
-All three keep the same uniform reservoir of past samples and differ in which
-of its samples they replay, ``ratio`` x |new| of them per period:
+All three keep the same uniform reservoir of past samples (by default of fixed capacity, filled by
+reservoir sampling; or a growing fraction of every sample seen) and differ in which of its samples they
+replay, ``ratio`` x |new| of them per period (``megg_ratio`` x |new| for MEGG):
 
 - **Reservoir**: a uniform draw.
 - **SPMF** (Wang et al., "Streaming ranking based recommender systems", SIGIR 2018; the ASMG paper's
@@ -12,11 +13,14 @@ of its samples they replay, ``ratio`` x |new| of them per period:
   gradient of the total loss on the candidate pool (the reservoir), both restricted to the parameters z
   touches: its user and item embedding rows and the final layer (the paper's parameter-localised form).
   It keeps both ends: the samples with the most positive and the most negative scores. Per-sample
-  gradients come from :func:`torch.func.vmap` over :func:`torch.func.grad`, in chunks.
+  gradients come from :func:`torch.func.vmap` over :func:`torch.func.grad`, in chunks. As in the paper,
+  both gradients come from the previous period's penultimate-epoch weights, not its final (best) model:
+  a snapshot one epoch short of convergence, which the paper finds more robust to noisy samples.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -29,7 +33,7 @@ from llm4rec.ctr.models.base import CtrModel, ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig, TrainReport, predict_proba, take
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
-from llm4rec.errors import ConfigError
+from llm4rec.errors import ConfigError, DataError
 from llm4rec.incremental.config import ReplayConfig
 
 SELECTIONS = ("Reservoir", "SPMF", "MEGG")
@@ -37,7 +41,40 @@ Tensors = dict[str, torch.Tensor]
 
 
 class Reservoir:
-    """A uniform sample of every row seen, holding ``fraction`` of them.
+    """A uniform sample of at most ``capacity`` of every row seen: reservoir sampling (Vitter's Algorithm R).
+
+    The first C rows fill it; row number i > C (1-based, counting every row ever offered) replaces a slot
+    chosen uniformly with probability C / i. So after n rows each of them is in it with the same probability
+    C / n, whatever its period, and it never holds more than C. numpy has no streaming reservoir (its
+    ``choice`` samples a whole array at once), so Algorithm R is written here by hand, vectorised over a
+    period's rows: row i's draw j, uniform in 0..i-1 (j < C: it takes slot j), does not depend on the
+    other rows, so a period's draws are made at once; where several of its rows take the same slot, the
+    last one keeps it, as one row at a time would. The distribution is exactly Algorithm R's.
+    """
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity, self.rng = capacity, rng
+        self.rows = np.empty(0, dtype=np.int64)
+        self.n_seen = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        n_fill = min(len(rows), self.capacity - len(self.rows))  # until full, every row seen is kept
+        kept = np.concatenate([self.rows, rows[:n_fill]])  # a new array: ``rows`` handed out earlier never change
+        rest = rows[n_fill:]
+        number = self.n_seen + n_fill + 1 + np.arange(len(rest))  # 1-based, over every row ever offered
+        self.n_seen += len(rows)
+        if len(rest):
+            slot = self.rng.integers(0, number)  # uniform in 0..i-1: below C with probability C / i
+            hit = slot < self.capacity
+            slot, incoming = slot[hit], rest[hit]
+            last = len(slot) - 1 - np.unique(slot[::-1], return_index=True)[1]  # each slot's last taker
+            kept[slot[last]] = incoming[last]
+        self.rows = kept
+
+
+class FractionReservoir:
+    """A uniform sample of every row seen, holding ``fraction`` of them (``reservoir: fraction``).
 
     Each period adds ``fraction`` of its rows drawn uniformly, so every row ever seen has the same chance to
     be in the reservoir whatever its period, and the reservoir's size stays a fraction of the data seen.
@@ -52,6 +89,13 @@ class Reservoir:
         self.n_seen += len(rows)
         wanted = min(len(rows), max(0, round(self.fraction * self.n_seen) - len(self.rows)))
         self.rows = np.concatenate([self.rows, self.rng.choice(rows, size=wanted, replace=False)])
+
+
+def build_reservoir(replay: ReplayConfig, rng: np.random.Generator) -> Reservoir | FractionReservoir:
+    """The reservoir ``replay.reservoir`` names, drawing from ``rng`` (the method's seeded one)."""
+    if replay.reservoir == "fraction":
+        return FractionReservoir(replay.reservoir_fraction, rng)
+    return Reservoir(replay.reservoir_capacity, rng)
 
 
 def spmf_probabilities(scores: np.ndarray) -> np.ndarray:
@@ -162,10 +206,11 @@ def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256) -> np.ndarra
 
 
 class ReplayMethod(CtrUpdateMethod):
-    """IU plus ``ratio`` x |new| replayed reservoir samples per period (a PeriodMethod).
+    """IU plus ``ratio`` x |new| replayed reservoir samples per period (``megg_ratio`` for MEGG; a PeriodMethod).
 
     The reservoir starts with the pre-training periods and takes in each period once it has been trained on,
-    so the candidates at period t come from periods 0..t-1, scored by the model trained through t-1.
+    so the candidates at period t come from periods 0..t-1, scored by the model trained through t-1 (for
+    MEGG: by that training's penultimate-epoch snapshot, grown to period t's ids).
     """
 
     def __init__(
@@ -184,7 +229,10 @@ class ReplayMethod(CtrUpdateMethod):
         self.selection, self.replay = selection, replay or ReplayConfig()
         self.name = f"{model}-{selection}"
         self.rng = np.random.default_rng([seed, 2018])
-        self.reservoir = Reservoir(self.replay.reservoir_fraction, self.rng)
+        self.reservoir = build_reservoir(self.replay, self.rng)
+        self.snapshot: CtrModel | None = None  # MEGG: the last training's penultimate-epoch model
+        self.last_two: list[CtrModel] = []  # MEGG: the models after the current training's last two epochs
+        self.offered = np.zeros(len(features), dtype=bool)  # rows the reservoir has been offered
 
     def train_period(
         self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
@@ -192,22 +240,47 @@ class ReplayMethod(CtrUpdateMethod):
         replayed = np.empty(0, dtype=np.int64)
         if not self.pretraining and len(self.reservoir.rows):
             replayed = self.select(train_rows)
+        self.last_two = []
         report = super().train_period(timeline, period, np.concatenate([train_rows, replayed]), val_rows)
+        if self.selection == "MEGG":  # no epoch ran (nothing to train on): the model itself
+            self.snapshot = self.last_two[0] if self.last_two else copy.deepcopy(self.model)
         self.extra_reports[period] = {"replayed": len(replayed), "reservoir": len(self.reservoir.rows)}
-        self.reservoir.add(np.concatenate([train_rows, val_rows]))  # period t's samples are past ones from t + 1
+        # Period t's samples are past ones from t + 1. IU at t also learns val_{t-1} (the one row rule),
+        # offered already: each row is offered once, so that every row has the same chance to be kept.
+        seen = np.concatenate([train_rows, val_rows])
+        fresh = seen[~self.offered[seen]]
+        self.offered[fresh] = True
+        self.reservoir.add(fresh)
         return report
+
+    def candidates(self, new_rows: np.ndarray) -> np.ndarray:
+        """The reservoir's rows that ``new_rows`` does not hold: val_{t-1} is new data at t, not replayed."""
+        rows = self.reservoir.rows
+        return rows[~np.isin(rows, new_rows)]
+
+    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
+        """MEGG keeps copies of the model after the last two epochs of each training: the earlier one (the
+        only one when a single epoch ran) is the snapshot the next period's GGscores come from, whichever
+        epoch the val check keeps as the model."""
+        if self.selection != "MEGG":
+            return
+        snapshot = copy.deepcopy(model)
+        snapshot.zero_grad(set_to_none=True)
+        self.last_two = [*self.last_two[-1:], snapshot]
 
     def select(self, new_rows: np.ndarray) -> np.ndarray:
         """Reservoir rows to replay beside ``new_rows``."""
-        candidates, ratio = self.reservoir.rows, self.replay.ratio
+        candidates, ratio = self.candidates(new_rows), self.replay.ratio
         if self.selection == "Reservoir":
             n = min(round(ratio * len(new_rows)), len(candidates))
             return self.rng.choice(candidates, size=n, replace=False)
         if self.selection == "SPMF":
             return self._spmf(new_rows, candidates, ratio)
-        pool = self.encode(candidates)
-        scores = ggscores(self.model, pool, self.replay.megg_chunk_size)
-        return candidates[keep_both_ends(scores, round(ratio * len(new_rows)))]
+        if self.snapshot is None:
+            raise DataError(f"{self.name}: select before the first training (no snapshot to score with)")
+        self.snapshot.grow(self.encoders.vocab_sizes())  # ids first seen in period t get (untrained) rows
+        scores = ggscores(self.snapshot, self.encode(candidates), self.replay.megg_chunk_size)
+        return candidates[keep_both_ends(scores, round(self.replay.megg_ratio * len(new_rows)))]
 
     def _spmf(self, new_rows: np.ndarray, candidates: np.ndarray, ratio: float) -> np.ndarray:
         positive = self.features.label[candidates] == 1
