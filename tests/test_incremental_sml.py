@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from llm4rec.ctr.models import build_model
+from llm4rec.errors import ConfigError
 from llm4rec.eval.protocol import run_protocol
 from llm4rec.incremental.config import SmlConfig
 from llm4rec.incremental.params import relative_error, table_names, trainable_parameters, warm_start
-from llm4rec.incremental.sml import SmlMethod, TransferModule, TransferredModel
+from llm4rec.incremental.sml import ParameterTransfer, SmlMethod, TransferModule, TransferredModel
 from tests.conftest import tiny_ctr_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -76,3 +77,39 @@ def test_sml_schedule_over_periods(timeline, features):
     assert all(torch.allclose(dict(method.model.named_parameters())[n], v) for n, v in served.items())
     p = method.predict_proba(timeline.period(4))
     assert np.isfinite(p).all()
+
+
+def test_the_product_channel_is_normalised_by_the_previous_row_norm():
+    """[prev; new; prev * new / ||prev||]: per id of a table, over the whole tensor of a dense parameter."""
+    transfer = ParameterTransfer(groups=3, channels=[2, 2], hidden=4)
+    seen = []
+    transfer.conv1.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    previous = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    new = torch.tensor([[1.0, 2.0, 5.0], [1.0, 1.0, 3.0]])
+    transfer(previous, new)
+    stacked = seen[0]  # (rows, groups, 3)
+    torch.testing.assert_close(stacked[..., 0], previous)
+    torch.testing.assert_close(stacked[..., 1], new)
+    by_hand = torch.tensor([[3 * 1 / 5, 4 * 2 / 5, 0.0], [0.0, 0.0, 2 * 3 / 2]])
+    torch.testing.assert_close(stacked[..., 2], by_hand)
+
+
+def test_base_parameters_train_through_f_at_the_base_rate(timeline, features, monkeypatch):
+    from llm4rec.incremental import sml
+
+    rates = []
+    original = sml.fit
+
+    def recording(model, *args, learning_rate=None, **kwargs):
+        f_trains = any(p.requires_grad for p in model.transfer.parameters())
+        rates.append((type(model).__name__, f_trains, learning_rate))
+        return original(model, *args, learning_rate=learning_rate, **kwargs)
+
+    monkeypatch.setattr(sml, "fit", recording)
+    method = SmlMethod("EmbMLP", features, TINY, FAST, SmlConfig(warm_start_steps=5, base_learning_rate=0.02))
+    for period in range(4):
+        method.fit(timeline, period)
+    # fits 2 and 3: f towards t at its own rate (f trains), then W_hat_t through f at the base rate (f frozen)
+    assert rates == [("TransferredModel", True, 0.001), ("TransferredModel", False, 0.02)] * 2
+    with pytest.raises(ConfigError, match="incremental.sml.base_learning_rate: must be > 0"):
+        SmlConfig(base_learning_rate=0)

@@ -150,7 +150,8 @@ class SmlConfig:
     table_hidden: int = 20  # MLP hidden size for embedding tables
     dense_channels: list[int] = field(default_factory=lambda: [5, 3])  # conv channels for the other parameters
     dense_hidden: int = 40  # MLP hidden size for the other parameters
-    learning_rate: float = 0.001  # of the transfer module (the base parameters use train.learning_rate)
+    learning_rate: float = 0.001  # of the transfer module (the SML reference script's transfer_lr)
+    base_learning_rate: float = 0.01  # of the base parameters trained through f (the reference script's base_lr)
     warm_start_steps: int = 200  # fit the new module to output the new parameters before its first training
 
     def __post_init__(self) -> None:
@@ -162,8 +163,9 @@ class SmlConfig:
         for name in ("table_hidden", "dense_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"{where}.learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "base_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be > 0, got {getattr(self, name)}")
         if self.warm_start_steps < 0:
             raise ConfigError(f"{where}.warm_start_steps: must be >= 0, got {self.warm_start_steps}")
 

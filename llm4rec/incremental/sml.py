@@ -3,7 +3,9 @@ on any CTR model as in the ASMG paper's baseline: a transfer module f combines t
 and the parameters W_hat_t trained on the new period into the serving model W_t = f(W_{t-1}, W_hat_t).
 
 f works per parameter tensor, as a (rows, groups) matrix (see :mod:`llm4rec.incremental.meta`): it stacks
-[W_prev; W_new; W_prev * W_new] along a new axis, applies two 1-wide convolutions across that axis (3 -> n1
+[W_prev; W_new; W_prev * W_new / ||W_prev||] along a new axis (the norm per row: per id of a table, over
+the whole tensor of a dense parameter, as in the paper's reference code, so the product channel stays on the
+scale of the other two), applies two 1-wide convolutions across that axis (3 -> n1
 -> n2 channels, GELU, no bias), flattens each row's n2 x groups values and maps them back to the row through
 an MLP (hidden size l1). Embedding tables share one module across ids (a row is an id); a dense parameter is
 one row of all its coordinates.
@@ -13,7 +15,8 @@ At fit(t), with no test data:
 1. the transfer module is trained towards period t (train split; val split for early stopping) on the pair
    kept from fit(t-1), (W_{t-2}, W_hat_{t-1}), with the data scored as that model knew it; then
    W_{t-1} = f(W_{t-2}, W_hat_{t-1}) is recomputed with it (the SML scripts' "update" after training f);
-2. W_hat_t starts from W_{t-1} and is trained on period t *through* f (f frozen);
+2. W_hat_t starts from W_{t-1} and is trained on period t *through* f (f frozen), at ``base_learning_rate``
+   (1e-2, the SML reference script's; f itself trains at ``learning_rate``, 1e-3);
 3. W_t = f(W_{t-1}, W_hat_t) serves period t + 1.
 
 The first incremental period has no pair to train f on, so it is plain IU (W_t = W_hat_t); f is created at
@@ -63,7 +66,9 @@ class ParameterTransfer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n2 * groups, hidden), nn.GELU(), nn.Linear(hidden, groups))
 
     def forward(self, previous: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack([previous, new, previous * new], dim=-1)  # (rows, groups, 3)
+        """(rows, groups) each; a row's product channel is divided by the L2 norm of its previous values."""
+        norm = previous.norm(dim=1, keepdim=True) + 1e-15
+        stacked = torch.stack([previous, new, previous * new / norm], dim=-1)  # (rows, groups, 3)
         channels = F.gelu(self.conv2(F.gelu(self.conv1(stacked))))  # (rows, groups, n2)
         return self.mlp(channels.transpose(1, 2).flatten(1))
 
@@ -175,7 +180,9 @@ class SmlMethod(CtrUpdateMethod):
             name: pad_rows(value, current[name].shape[0], fill=current[name]) for name, value in previous.items()
         }
         wrapped = TransferredModel(self.model, previous, previous, self.transfer, train_new=True)
-        report = fit(wrapped, train, val, self.train_config, self.fit_seed(period))
+        report = fit(
+            wrapped, train, val, self.train_config, self.fit_seed(period), learning_rate=self.sml.base_learning_rate
+        )
         with torch.no_grad():
             load_parameters(self.model, wrapped.generated())
         self.pair = ModelPair(
