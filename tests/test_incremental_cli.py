@@ -17,7 +17,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "ctr"
 TINY = """
 data:
   name: ml-100k
-  periods: {n_periods: 5}
+  periods: {n_periods: 6}
 models: [EmbMLP]
 updates: [IU]
 pretrain_periods: 2
@@ -45,9 +45,22 @@ def test_incremental_methods_over_seeds_end_to_end(prepared_quietly, tmp_path, c
     rows = json.loads((out / "results.json").read_text())
     methods = {"EmbMLP-IU", "EmbMLP-SPMF", "EmbMLP-ReLoop2", "EmbMLP-ASMG-Linear"}
     assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in methods for s in (0, 1)}
-    assert sorted({r["period"] for r in rows if r["period"] != "mean"}) == [2, 3, 4]
+    assert sorted({r["period"] for r in rows if r["period"] != "mean"}) == [2, 3, 4, 5]
+    # Period 2 is scored by the pre-trained model for every method but ReLoop2; ASMG serves IU until its generator
+    # has trained twice (warm_up = k = 2: at fits 3 and 4), so it serves period 5 only.
+    served = {(r["method"], r["period"]): r["served_by"] for r in rows if r["seed"] == 0 and r["period"] != "mean"}
+    assert served[("EmbMLP-IU", 2)] == served[("EmbMLP-SPMF", 2)] == "pre-trained"
+    assert served[("EmbMLP-ReLoop2", 2)] == "" and served[("EmbMLP-IU", 3)] == ""
+    assert [served[("EmbMLP-ASMG-Linear", p)] for p in (2, 3, 4, 5)] == ["pre-trained", "EmbMLP-IU", "EmbMLP-IU", ""]
+    mean = {(r["method"], r["seed"]): r for r in rows if r["period"] == "mean"}
+    per_period = {(r["method"], r["seed"], r["period"]): r for r in rows if r["period"] != "mean"}
+    for (method, seed), row in mean.items():  # the means leave out period 2, where the methods do not differ
+        assert row["n"] == sum(per_period[(method, seed, p)]["n"] for p in (3, 4, 5))
+        assert math.isclose(row["auc"], np.mean([per_period[(method, seed, p)]["auc"] for p in (3, 4, 5)]))
     markdown = (out / "results.md").read_text()
     assert "mean ± std over 2 seeds [0, 1]" in markdown and "## EmbMLP-SPMF" in markdown
+    assert "Means are over tested periods 3-5: in period 2 every method scores with the model pre-trained" in markdown
+    assert "| EmbMLP-ASMG-Linear (periods 5) | test | 2 |" in markdown and "| EmbMLP-IU (periods 5) |" in markdown
     training = json.loads((out / "training.json").read_text())
     assert set(training["seeds"]) == {"0", "1"}
     assert training["seeds"]["1"]["EmbMLP-SPMF"]["2"]["strategy"]["replayed"] > 0

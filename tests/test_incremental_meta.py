@@ -21,17 +21,18 @@ from tests.conftest import tiny_ctr_options
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY, FAST = tiny_ctr_options()
-ARRIVING_TIMELINE = {"n": 2500, "n_periods": 5}  # for conftest's timeline
+ARRIVING_TIMELINE = {"n": 3000, "n_periods": 6}  # for conftest's timeline
 META = AsmgConfig(sequence_length=2, epochs=2, warm_start_steps=20)
 
 
 @pytest.fixture(scope="module")
 def iu_models(timeline, features):
-    """IU's models through periods 1, 2, 3 (pre-trained on 0..1): parameters and the method."""
+    """IU's models through periods 2, 3, 4 (pre-trained on 0..1 before them): parameters and the method."""
     torch.manual_seed(0)
     method = CtrUpdateMethod("DeepFM", "IU", features, TINY, FAST)
     sequence = []
-    for period in (1, 2, 3):
+    method.fit(timeline, 1)
+    for period in (2, 3, 4):
         method.fit(timeline, period)
         sequence.append(trainable_parameters(method.model))
     return sequence, method
@@ -79,7 +80,7 @@ def test_asmg_linear_with_weights_0_0_1_reproduces_the_last_model(timeline, iu_m
             logits[:2] = -math.inf  # softmax weights (0, 0, 1)
         generated = generator(aligned)
     assert all(torch.equal(generated[name], sequence[-1][name]) for name in sequence[-1])
-    samples = method.encode(timeline.period(4).index.to_numpy())
+    samples = method.encode(timeline.period(5).index.to_numpy())
     last = with_parameters(method.model, sequence[-1])
     assert np.array_equal(
         predict_proba(with_parameters(method.model, generated), samples), predict_proba(last, samples)
@@ -115,24 +116,28 @@ def asmg(features, kind="GRU", **meta):
 def test_asmg_keeps_ius_chain_trains_on_the_past_and_warms_up(timeline, features, iu_models, kind):
     method = asmg(features, kind)
     torch.manual_seed(0)
-    served_is_iu = []
-    for period in (1, 2, 3):
+    served_is_iu, served_by = [], []
+    for period in (1, 2, 3, 4):
         method.fit(timeline, period)
         served_is_iu.append(method.serving_model() is method.model)
+        served_by.append(method.served_by)
     assert method.name == f"DeepFM-ASMG-{kind}"
-    # The base models are IU's, bit for bit: the generator's own initialisation leaves torch's global RNG alone.
+    # The sequence holds the updated models only (not the one pre-trained at fit 1), and they are IU's, bit for
+    # bit: the generator's own initialisation leaves torch's global RNG alone.
+    assert [s.period for s in method.snapshots] == [2, 3, 4]
     for snapshot, expected in zip(method.snapshots, iu_models[0], strict=True):
         assert all(torch.equal(snapshot.params[n], expected[n]) for n in expected)
-    # k = 2: trained at fits 2 and 3, serving from the second training on (warm_up = k).
-    assert served_is_iu == [True, True, False]
-    assert [r["sequence"] for r in method.extra_reports.values()] == [[1], [1, 2]]
-    # The newest generator training used periods 2 (all) and 3 (train split), validated on 3's val split only.
+    # k = 2: trained at fits 3 and 4, serving from the second training on (warm_up = k).
+    assert served_is_iu == [True, True, True, False]
+    assert served_by == ["pre-trained", "DeepFM-IU", "DeepFM-IU", ""]
+    assert [r["sequence"] for r in method.extra_reports.values()] == [[2], [2, 3]]
+    # The newest generator training used periods 3 (all) and 4 (train split), validated on 4's val split only.
     table = timeline.table
     targets, val = method._targets(timeline, first=0)
     sizes = [len(t["label"]) for t in targets]
-    expected = [int((table["period"] == 2).sum()), int(((table["period"] == 3) & (table["split"] == "train")).sum())]
-    assert sizes == expected and len(val["label"]) == int(((table["period"] == 3) & (table["split"] == "val")).sum())
-    test = timeline.period(4)
+    expected = [int((table["period"] == 3).sum()), int(((table["period"] == 4) & (table["split"] == "train")).sum())]
+    assert sizes == expected and len(val["label"]) == int(((table["period"] == 4) & (table["split"] == "val")).sum())
+    test = timeline.period(5)
     p, iu_p = method.predict_proba(test), predict_proba(method.model, method.encode(test.index.to_numpy()))
     assert np.isfinite(p).all() and not np.allclose(p, iu_p)  # the generated model, not the last IU model
 
@@ -147,10 +152,10 @@ def test_gru_state_carries_over_the_truncated_sequence(timeline, features):
 
 
 def test_a_sequence_longer_than_the_periods_is_a_clear_error(timeline, features):
-    data = {"data": {"periods": {"n_periods": 5}}, "pretrain_periods": 2, "incremental": {"methods": ["ASMG-GRU"]}}
+    data = {"data": {"periods": {"n_periods": 6}}, "pretrain_periods": 2, "incremental": {"methods": ["ASMG-GRU"]}}
     from_dict(CtrConfig, {**data, "incremental": {"methods": ["ASMG-GRU"], "asmg": {"sequence_length": 2}}})
     with pytest.raises(ConfigError, match=r"sequence_length: k = 3 needs k \+ 1 = 4 incrementally updated models"):
-        from_dict(CtrConfig, data)  # fits at periods 1, 2, 3: three models
+        from_dict(CtrConfig, data)  # pre-trained at 1, updated at periods 2, 3, 4: three models
     with pytest.raises(ConfigError, match="warm_up: 3 generator trainings"):
         from_dict(
             CtrConfig,

@@ -60,6 +60,7 @@ def test_sml_schedule_over_periods(timeline, features):
     method = SmlMethod("DeepFM", features, TINY, FAST, SmlConfig(warm_start_steps=30))
     rows = run_protocol(method, timeline, first_test_period=1, progress=False)
     assert method.name == "DeepFM-SML" and all(0.5 < r.auc < 1 for r in rows)
+    assert [r.served_by for r in rows] == ["pre-trained", "DeepFM-IU", "", ""]  # the plain-IU period says so
     # Fit 0 pre-trains, fit 1 is plain IU (nothing to train f on), fit 2 creates f (warm start), fit 3 reuses it.
     assert sorted(method.extra_reports) == [2, 3]
     assert "warm_start_error" in method.extra_reports[2] and "warm_start_error" not in method.extra_reports[3]

@@ -118,3 +118,32 @@ def test_results_files_round_trip(timeline, tmp_path):
     again = read_results(tmp_path / "out")
     assert [r.to_dict() for r in with_means(again)] == [r.to_dict() for r in with_means(rows)]
     assert not list((tmp_path / "out").glob(".*"))  # no temp files left
+
+
+def test_means_leave_out_periods_served_by_the_pre_trained_model():
+    from llm4rec.eval.report import format_markdown, own_period_means, with_means
+    from llm4rec.eval.results import PRETRAINED, ResultRow
+
+    def row(method, period, auc, served_by="", seed=0):
+        return ResultRow(method, period, "test", 10, auc, auc, 0.5, auc, float("nan"), 1.0, seed, served_by)
+
+    rows = [
+        row("M-IU", 3, 0.60, PRETRAINED), row("M-IU", 4, 0.70), row("M-IU", 5, 0.80), row("M-IU", 6, 0.90),
+        row("M-ASMG", 3, 0.60, PRETRAINED), row("M-ASMG", 4, 0.70, "M-IU"), row("M-ASMG", 5, 0.85),
+        row("M-ASMG", 6, 0.95), row("Popularity", 3, 0.50), row("Popularity", 4, 0.50), row("Popularity", 5, 0.50),
+        row("Popularity", 6, 0.70),
+    ]  # fmt: skip
+    means = {r.method: r for r in with_means(rows) if r.period == "mean"}
+    assert means["M-IU"].auc == pytest.approx(0.80) and means["M-IU"].n == 30  # periods 4-6 only
+    assert means["M-ASMG"].auc == pytest.approx((0.70 + 0.85 + 0.95) / 3)
+    assert means["Popularity"].auc == pytest.approx(0.5667, abs=1e-4)  # the same periods for everyone
+    assert means["M-IU"].seconds == 4.0  # the cost stays the whole run's
+    own = {r.method: r.auc for r in own_period_means(rows)}
+    assert own == pytest.approx({"M-ASMG (periods 5-6)": 0.90, "M-IU (periods 5-6)": 0.85})
+    markdown = format_markdown(rows)
+    assert "Means are over tested periods 4-6: in period 3 every method" in markdown
+    assert "| M-ASMG (periods 5-6) |" in markdown and "| 4 | 10 | 0.7000 |" in markdown
+    # No pre-trained period: every tested period counts, and nothing is said.
+    plain = [r for r in rows if r.period != 3]
+    assert {r.method: r.n for r in with_means(plain) if r.period == "mean"}["M-IU"] == 30
+    assert "Means are over" not in format_markdown([r for r in plain if r.method != "M-ASMG"])

@@ -44,8 +44,8 @@ def _check_asmg(config) -> None:
 
     if config.protocol == "periods":
         last = config.data.periods.n_periods - 1 if config.last_test_period is None else config.last_test_period
-        # One model per fit, at periods K-1 .. last-1.
-        check_sequence_length(config.incremental.asmg, last - config.pretrain_periods + 1, config.pretrain_periods - 1)
+        # Pre-trained at K-1, then one updated model per fit at periods K .. last-1.
+        check_sequence_length(config.incremental.asmg, last - config.pretrain_periods, config.pretrain_periods)
 
 
 def _strategy(name: str, help: str, section: str, load_class, *arguments, check=None) -> MethodEntry:

@@ -29,6 +29,7 @@ from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit, predict_proba, t
 from llm4rec.data.periods import Timeline
 from llm4rec.data.tables import apply_label
 from llm4rec.errors import ConfigError, DataError
+from llm4rec.eval.results import PRETRAINED
 
 MODES = ("IU", "BU", "FR")
 
@@ -84,6 +85,12 @@ class CtrUpdateMethod:
     def _check_table(self, timeline: Timeline) -> None:
         if len(timeline.table) != len(self.features):
             raise DataError(f"{self.name}: the feature table was built for another timeline")
+
+    @property
+    def served_by(self) -> str:
+        """Which model the last fit serves when it is not this method's own: after the first fit only, the
+        pre-trained model that every method of this model and seed starts from (see ``ResultRow.served_by``)."""
+        return PRETRAINED if len(self.reports) == 1 else ""
 
     @property
     def pretraining(self) -> bool:

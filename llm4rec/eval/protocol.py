@@ -1,7 +1,8 @@
 """The period protocol: train through period t, test on all of period t + 1.
 
 Any object with a ``name``, ``fit(timeline, period)`` and
-``predict_proba(samples)`` is a method: LLM recommenders, CTR models and
+``predict_proba(samples)`` is a method (one that may serve another model's
+scores says so in ``served_by``, see :mod:`llm4rec.eval.results`): LLM recommenders, CTR models and
 incremental strategies all run through :func:`run_protocol` and land in the
 same results table. ``fit`` decides which periods it learns from (all of
 0..t for full retraining, only t for fine-tuning, ...); it must not look at
@@ -132,6 +133,7 @@ def run_protocol(
             warm,
             seconds,
             seed=seed,
+            served_by=getattr(method, "served_by", ""),
         )
         log.info(
             "%s seed %d period %d: AUC %.4f gAUC %.4f LogLoss %.4f (%.1f s)",

@@ -24,7 +24,17 @@ import numpy as np
 import pandas as pd
 
 from llm4rec.errors import DataError, brief
-from llm4rec.eval.results import COLUMNS, MEAN, SUMMARY_COLUMNS, ResultRow, SeedSummary, across_seeds, mean_rows
+from llm4rec.eval.results import (
+    COLUMNS,
+    MEAN,
+    PRETRAINED,
+    SUMMARY_COLUMNS,
+    ResultRow,
+    SeedSummary,
+    across_seeds,
+    compared_periods,
+    mean_rows,
+)
 from llm4rec.io import write_json, write_text
 
 # One row per scored sample, for every runner: who, what, the label, and P(label = 1) as the method scored it.
@@ -90,6 +100,61 @@ def with_means(rows: list[ResultRow]) -> list[ResultRow]:
     return per_period + mean_rows(per_period)
 
 
+def _period_span(periods: list) -> str:
+    """``4-9`` for a run of consecutive periods, else ``4, 6, 9``."""
+    numbers = sorted(periods)
+    if len(numbers) > 1 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ", ".join(str(p) for p in numbers)
+
+
+def own_period_means(rows: list[ResultRow]) -> list[ResultRow]:
+    """For a method some of whose compared periods another method's model served (ASMG's warm-up and SML's
+    first period serve plain IU; ``served_by`` of the per-period rows), its mean over the periods it served
+    itself, named ``<method> (periods <span>)``, followed by the serving method's mean over the same periods
+    when that method ran too. Every other method: nothing (its mean row already is this)."""
+    per_period = [r for r in rows if r.period != MEAN]
+    compared = set(compared_periods(per_period))
+    methods = {r.method for r in per_period}
+    out = []
+    for method in dict.fromkeys(r.method for r in per_period):
+        own = [r for r in per_period if r.method == method and r.period in compared]
+        others = sorted({r.served_by for r in own if r.served_by not in ("", PRETRAINED)})
+        periods = sorted({r.period for r in own if r.served_by == ""})
+        if not others or not periods:
+            continue
+        label = f"(periods {_period_span(periods)})"
+        for name in [method, *(m for m in others if m in methods)]:
+            subset = [r for r in per_period if r.method == name]
+            for row in mean_rows(subset, periods):
+                row.method = f"{name} {label}"
+                out.append(row)
+    return out
+
+
+def compared_note(rows: list[ResultRow]) -> str | None:
+    """One line saying which tested periods the means cover, when a period scored by the pre-trained model
+    was left out of them; None when the means cover every tested period."""
+    tested = sorted({r.period for r in rows if r.period != MEAN})
+    compared = compared_periods(rows)
+    left = [p for p in tested if p not in compared]
+    if not left:
+        return None
+    return (
+        f"Means are over tested periods {_period_span(compared)}: in period {_period_span(left)} every method "
+        "scores with the model pre-trained before its first update, so the methods do not differ there "
+        "(its rows are in the per-period tables, `served_by: pre-trained`)."
+    )
+
+
+OWN_PERIODS_NOTE = (
+    "## Over the periods each method serves itself\n\n"
+    "Some methods serve another method's model in some periods (ASMG until its generator has warmed up, SML "
+    "in its first incremental period: plain IU; see `served_by` in results.json). Here each of them is "
+    "averaged over the periods it served itself, beside the serving method over the same periods.\n\n"
+)
+
+
 def ranked_means(rows: list[ResultRow]) -> list[ResultRow]:
     """The ``mean`` rows among ``rows`` (see :func:`with_means`), best AUC first (NaN last)."""
     means = [r for r in rows if r.period == MEAN]
@@ -107,8 +172,19 @@ def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str 
     means = ranked_means(rows)
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seed", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
-    parts.append("## Mean over tested periods (ranked by AUC)\n\n" + markdown_table(means, mean_columns) + "\n")
+    note = compared_note(rows)
+    parts.append(
+        "## Mean over tested periods (ranked by AUC)\n\n"
+        + (f"{note}\n\n" if note else "")
+        + markdown_table(means, mean_columns)
+        + "\n"
+    )
+    own = own_period_means(rows)
+    if own:
+        parts.append(OWN_PERIODS_NOTE + markdown_table(own, mean_columns) + "\n")
     period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    if any(r.served_by for r in rows):
+        period_columns.append("served_by")
     methods = dict.fromkeys(r.method for r in rows if r.period != MEAN)
     for method in methods:
         own = [r for r in rows if r.method == method and r.period != MEAN]
@@ -124,11 +200,16 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str 
     seeds = sorted({r.seed for r in rows})
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seeds", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    note = compared_note(rows)
     parts.append(
         f"## Mean over tested periods, mean ± std over {len(seeds)} seeds {seeds} (ranked by AUC)\n\n"
+        + (f"{note}\n\n" if note else "")
         + summary_table(ranked_seed_means(rows), mean_columns)
         + "\n"
     )
+    own = own_period_means(rows)
+    if own:
+        parts.append(OWN_PERIODS_NOTE + summary_table(across_seeds(own), mean_columns) + "\n")
     period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
     per_period = across_seeds([r for r in rows if r.period != MEAN])
     for method in dict.fromkeys(s.method for s in per_period):

@@ -2,9 +2,16 @@
 
 One row per (method, tested period, split, seed), plus a ``mean`` row per
 (method, split, seed). Columns: method, period, split, n, auc, gauc, logloss,
-auc_warm, auc_cold, seconds, seed. ``auc_warm`` / ``auc_cold`` are the AUC on
-test samples whose item does / does not occur in the data available for
-training (periods 0..t when testing t + 1); NaN when a group has one class.
+auc_warm, auc_cold, seconds, seed, served_by. ``auc_warm`` / ``auc_cold`` are
+the AUC on test samples whose item does / does not occur in the data available
+for training (periods 0..t when testing t + 1); NaN when a group has one class.
+
+``served_by`` says which model scored a period when it was not the method's
+own: :data:`PRETRAINED` (the model every method of a CTR run starts from, so
+all of them score that period alike), or the name of the method whose model
+served (ASMG's warm-up and SML's first period serve plain IU). The mean rows
+average the *compared periods* only (:func:`compared_periods`): a period where
+some method serves the pre-trained model is one where the methods do not differ.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import numpy as np
 
 from llm4rec.eval import metrics
 
-COLUMNS = ["method", "period", "split", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds", "seed"]
+COLUMNS = [
+    "method", "period", "split", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds", "seed", "served_by",
+]  # fmt: skip
 METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold"]
 SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]  # what across_seeds aggregates
 MEAN = "mean"
+PRETRAINED = "pre-trained"  # served_by: the model pre-trained before the first update, the same for every method
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ResultRow:
     auc_cold: float
     seconds: float
     seed: int = 0
+    served_by: str = ""  # "" (the method's own model), PRETRAINED, or the method whose model served
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes None."""
@@ -58,6 +69,7 @@ def score(
     seconds: float,
     split: str = "test",
     seed: int = 0,
+    served_by: str = "",
 ) -> ResultRow:
     """Compute every metric of the schema for one method on one tested period."""
     warm = np.asarray(warm, dtype=bool)
@@ -73,16 +85,33 @@ def score(
         auc_cold=metrics.auc(y[~warm], p[~warm]),
         seconds=seconds,
         seed=seed,
+        served_by=served_by,
     )
 
 
-def mean_rows(rows: list[ResultRow]) -> list[ResultRow]:
-    """One ``mean`` row per (method, split, seed): metrics averaged over periods (NaNs skipped),
-    n and seconds summed."""
+def compared_periods(rows: list[ResultRow]) -> list:
+    """The tested periods the mean rows average: all but those where some row was served by the pre-trained
+    model (there every method of that model and seed scores alike, so the period compares nothing). When
+    that leaves nothing (a single tested period), all of them."""
+    tested = list(dict.fromkeys(r.period for r in rows if r.period != MEAN))
+    shared = {r.period for r in rows if r.period != MEAN and r.served_by == PRETRAINED}
+    return [p for p in tested if p not in shared] or tested
+
+
+def mean_rows(rows: list[ResultRow], periods: list | None = None) -> list[ResultRow]:
+    """One ``mean`` row per (method, split, seed): metrics averaged over ``periods`` (default: the
+    :func:`compared_periods`; NaNs skipped), n summed over them; seconds summed over every tested period (the
+    method's whole cost)."""
+    periods = set(compared_periods(rows) if periods is None else periods)
     groups: dict[tuple, list[ResultRow]] = {}
+    seconds: dict[tuple, float] = {}
     for row in rows:
-        if row.period != MEAN:
-            groups.setdefault((row.method, row.split, row.seed), []).append(row)
+        if row.period == MEAN:
+            continue
+        key = (row.method, row.split, row.seed)
+        seconds[key] = seconds.get(key, 0.0) + row.seconds
+        if row.period in periods:
+            groups.setdefault(key, []).append(row)
     out = []
     for (method, split, seed), group in groups.items():
         averaged = {}
@@ -95,7 +124,7 @@ def mean_rows(rows: list[ResultRow]) -> list[ResultRow]:
                 period=MEAN,
                 split=split,
                 n=sum(r.n for r in group),
-                seconds=sum(r.seconds for r in group),
+                seconds=seconds[(method, split, seed)],
                 seed=seed,
                 **averaged,
             )

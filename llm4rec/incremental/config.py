@@ -14,20 +14,22 @@ from llm4rec.errors import ConfigError
 MAX_SKETCH_BITS = 24  # 2^24 buckets x K arrays x 3 float64 sums: beyond this a sketch no longer fits in memory
 
 
-def check_sequence_length(meta: AsmgConfig, n_models: int, first_period: int) -> None:
-    """ASMG trains its generator once per fit after the first, on up to k models: it needs k + 1 models to
-    train once on a full sequence, and ``warm_up`` trainings before it serves at all."""
+def check_sequence_length(meta: AsmgConfig, n_models: int, first_update: int) -> None:
+    """ASMG's sequence holds the incrementally updated models only (Eq. 2 starts at the first one, not at the
+    pre-trained model), one per update from period ``first_update`` on, ``n_models`` in all. It trains its
+    generator once per update after the first, on up to k models: it needs k + 1 models to train once on a
+    full sequence, and ``warm_up`` trainings before it serves at all."""
     k, warm_up = meta.sequence_length, meta.warm_up_trainings
     if k + 1 > n_models:
         raise ConfigError(
             f"incremental.asmg.sequence_length: k = {k} needs k + 1 = {k + 1} incrementally updated models, but "
-            f"fitting from period {first_period} gives only {n_models} (one per fitted period); "
+            f"updating from period {first_update} gives only {n_models} (one per updated period); "
             f"use k <= {max(n_models - 1, 0)} or test more periods"
         )
     if warm_up > n_models - 1:
         raise ConfigError(
-            f"incremental.asmg.warm_up: {warm_up} generator trainings before serving, but fitting from period "
-            f"{first_period} gives only {n_models - 1}: the generator would never serve"
+            f"incremental.asmg.warm_up: {warm_up} generator trainings before serving, but updating from period "
+            f"{first_update} gives only {max(n_models - 1, 0)}: the generator would never serve"
         )
 
 

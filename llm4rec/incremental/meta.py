@@ -2,8 +2,9 @@
 Systems", RecSys 2021): a meta generator turns the sequence of incrementally updated models into the model
 that serves the next period.
 
-The base model is kept up to date by plain IU (Eq. 1); its models
-Theta_{K-1}, Theta_K, ... form the sequence. Generators work coordinate-wise
+The base model is kept up to date by plain IU (Eq. 1); its incrementally
+updated models Theta_K, Theta_{K+1}, ... form the sequence (the model
+pre-trained on periods 0..K-1 is not in it: Eq. 2 starts at the first update). Generators work coordinate-wise
 (Sec. 3.3): every coordinate of a dense parameter (MLP weights and biases, the
 final layer) has its own generator weights; an embedding table has one
 generator per embedding dimension, shared across ids (Sec. 3.5). Coordinates
@@ -46,7 +47,7 @@ from torch.nn import functional as F
 from llm4rec.ctr.features import FeatureTable, known_by
 from llm4rec.ctr.models.base import CtrModel, ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig, predict_proba, take
-from llm4rec.ctr.updates import CtrUpdateMethod
+from llm4rec.ctr.updates import CtrUpdateMethod, method_name
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import ConfigError
 from llm4rec.eval import metrics
@@ -195,9 +196,12 @@ class AsmgMethod(CtrUpdateMethod):
         self.n_trainings = 0
 
     def fit(self, timeline: Timeline, period: int) -> None:
-        if not self.snapshots:
-            check_sequence_length(self.meta, timeline.n_periods - 1 - period, period)
+        pretraining = self.pretraining
+        if pretraining:  # updates follow at periods + 1 .. n - 2 (the last period is only tested)
+            check_sequence_length(self.meta, timeline.n_periods - 2 - period, period + 1)
         super().fit(timeline, period)  # IU: self.model is now Theta_t
+        if pretraining:  # the pre-trained model stays out of the sequence (Eq. 2 starts at the first update)
+            return
         self.snapshots.append(Snapshot(period, self.encoders.vocab_sizes(), trainable_parameters(self.model)))
         if len(self.snapshots) >= 2:
             report = self._train_generator(timeline)
@@ -208,6 +212,13 @@ class AsmgMethod(CtrUpdateMethod):
 
     def serving_model(self) -> CtrModel:
         return self.served if self.served is not None else super().serving_model()
+
+    @property
+    def served_by(self) -> str:
+        """The pre-trained model after the first fit; plain IU (its model, bit for bit) until warmed up."""
+        if self.served is None and len(self.reports) > 1:
+            return method_name(self.model_name, "IU", self.window)
+        return super().served_by
 
     def _new_generator(self) -> GruMetaGenerator | LinearMetaGenerator:
         params, tables = self.snapshots[-1].params, table_names(self.model)

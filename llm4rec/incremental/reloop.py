@@ -26,6 +26,7 @@ import pandas as pd
 
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import DataError
+from llm4rec.eval.results import PRETRAINED
 from llm4rec.incremental.config import ReLoop2Config
 from llm4rec.incremental.error_memory import ErrorMemory, build_memory, compensate
 
@@ -39,17 +40,28 @@ class HiddenStateMethod(Protocol):
         """(hidden vectors (n, H), P(label = 1) (n,)) of the model that serves the next period."""
 
 
+def reloop2_name(base: str) -> str:
+    """``<Model>-ReLoop2`` on IU, ``<base>+ReLoop2`` on anything else."""
+    return base[: -len("-IU")] + "-ReLoop2" if base.endswith("-IU") else base + "+ReLoop2"
+
+
 class ReLoop2Method:
     """``base`` with ReLoop2's error compensation (a PeriodMethod)."""
 
     def __init__(self, base: HiddenStateMethod, config: ReLoop2Config | None = None, seed: int = 0) -> None:
         self.base, self.config, self.seed = base, config or ReLoop2Config(), seed
-        base_name = base.name
-        self.name = base_name[: -len("-IU")] + "-ReLoop2" if base_name.endswith("-IU") else base_name + "+ReLoop2"
+        self.name = reloop2_name(base.name)
         self.memory: ErrorMemory | None = None
         self.scored_rows: set[int] = set()  # rows whose labels are in the memory by now
         self.reports = getattr(base, "reports", {})
         self.extra_reports: dict[int, dict] = {}
+
+    @property
+    def served_by(self) -> str:
+        """When the base serves another method's model, this serves that method with ReLoop2. On the pre-trained
+        model the memory still differs from everyone's, so it is this method's own."""
+        base = getattr(self.base, "served_by", "")
+        return "" if base in ("", PRETRAINED) else reloop2_name(base)
 
     def fit(self, timeline: Timeline, period: int) -> None:
         self.base.fit(timeline, period)

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from llm4rec.ctr.features import FeatureTable, known_by
 from llm4rec.ctr.models.base import Batch, CtrModel, ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit
-from llm4rec.ctr.updates import CtrUpdateMethod
+from llm4rec.ctr.updates import CtrUpdateMethod, method_name
 from llm4rec.data.periods import Timeline
 from llm4rec.incremental.config import SmlConfig
 from llm4rec.incremental.meta import as_rows
@@ -156,6 +156,12 @@ class SmlMethod(CtrUpdateMethod):
         self.name = f"{model}-SML"
         self.transfer: TransferModule | None = None
         self.pair: ModelPair | None = None
+        self.serves_iu = False  # the last fit was the first incremental period's plain IU
+
+    @property
+    def served_by(self) -> str:
+        """The pre-trained model after the first fit; IU's model after the first incremental period."""
+        return method_name(self.model_name, "IU", self.window) if self.serves_iu else super().served_by
 
     def _trainable(self) -> Params:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
@@ -165,6 +171,7 @@ class SmlMethod(CtrUpdateMethod):
     ) -> TrainReport:
         if self.pretraining:
             return super().train_period(timeline, period, train_rows, val_rows)
+        self.serves_iu = self.pair is None
         if self.pair is None:  # the first incremental period: nothing to train f on yet, so plain IU
             previous = self._trainable()
             report = super().train_period(timeline, period, train_rows, val_rows)
