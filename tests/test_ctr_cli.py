@@ -66,6 +66,14 @@ def test_random_split_and_overrides(prepared_quietly, tmp_path, capsys):
     assert rows[0]["n"] < 2400 * 0.1
     assert "| DeepFM |" in capsys.readouterr().out
     assert (out / "auc_mean.png").is_file() and not (out / "auc_per_period.png").exists()  # no periods to draw
+    # Several seeds: one split (and one initialisation) per seed, seed 0's the same as alone.
+    seeded = tmp_path / "seeds"
+    assert (
+        main(["ctr", "--config", str(config), "--out", str(seeded), "--models", "DeepFM", "--seeds", "0,1", "-q"]) == 0
+    )
+    by_seed = {r["seed"]: r for r in json.loads((seeded / "results.json").read_text()) if r["period"] == "random"}
+    assert sorted(by_seed) == [0, 1] and by_seed[0]["auc"] == rows[0]["auc"] and by_seed[1]["auc"] != rows[0]["auc"]
+    assert "mean ± std over 2 seeds" in (seeded / "results.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["ml-100k.yaml", "ml-100k-random-split.yaml"])

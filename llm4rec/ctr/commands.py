@@ -48,8 +48,14 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
     if config.protocol == "random":
         from llm4rec.ctr.random_split import run_random_split
 
-        rows, reports = run_random_split(load_dataset(config.data.name), config, progress=progress)
-        return rows, {name: {"random": r.to_dict()} for name, r in reports.items()}
+        dataset, rows, reports = load_dataset(config.data.name), [], {}
+        for seed in config.run_seeds:  # each seed: its own shuffle and split, and its own initialisation
+            seed_rows, seed_reports = run_random_split(dataset, config, seed=seed, progress=progress)
+            rows += seed_rows
+            reports[seed] = {name: {"random": r.to_dict()} for name, r in seed_reports.items()}
+        if len(reports) == 1:
+            return rows, next(iter(reports.values()))
+        return rows, {str(seed): by_method for seed, by_method in reports.items()}
     timeline = load_timeline(config.data)
     features = timeline_features(timeline, config.data.label_threshold, config.features)
     rows, reports = [], {}

@@ -76,8 +76,8 @@ class CtrConfig:
             check_seeds(self.seeds, "seeds")
             if self.seed != 0:
                 raise ConfigError(f"seed ({self.seed}) and seeds ({self.seeds}): give one of them")
-        if self.protocol == "random" and (self.incremental.methods or self.seeds is not None):
-            raise ConfigError("incremental.methods and seeds apply to protocol 'periods' only (random: one seed)")
+        if self.protocol == "random" and self.incremental.methods:
+            raise ConfigError("incremental.methods apply to protocol 'periods' only (random: one split, no updates)")
         if self.window < 1:
             raise ConfigError(f"window: BU-w needs w >= 1, got {self.window}")
         if self.threads < 0:

@@ -61,10 +61,13 @@ def history_source(interactions: pd.DataFrame, samples: pd.DataFrame, train: np.
 
 
 def run_random_split(
-    dataset: RecDataset, config: CtrConfig, progress: bool = True
+    dataset: RecDataset, config: CtrConfig, seed: int | None = None, progress: bool = True
 ) -> tuple[list[ResultRow], dict[str, TrainReport]]:
+    """Every model of ``config`` trained and tested once on the split ``seed`` (default ``config.seed``) draws;
+    the seed also initialises the models and shuffles their batches."""
+    seed = config.seed if seed is None else seed
     interactions, samples = random_split_samples(dataset, config)
-    train, val, test = split_rows(len(samples), config.random_split.fractions, config.seed)
+    train, val, test = split_rows(len(samples), config.random_split.fractions, seed)
     table: FeatureTable = build_feature_table(
         samples,
         history_source(interactions, samples, train),
@@ -76,7 +79,7 @@ def run_random_split(
     warm = np.isin(table.item[test], table.item[train])
     rows, reports = [], {}
     for name in tqdm(config.models, desc="random split", unit="model", disable=not progress):
-        set_seed(config.seed)
+        set_seed(seed)
         started = time.perf_counter()
         encoders = table.new_encoders()
         encoders.grow(table, train)  # ids of the train split only; val / test ids unseen there are OOV
@@ -86,11 +89,11 @@ def run_random_split(
             encoders.encode(table, train),
             encoders.encode(table, val),
             config.train,
-            seed=config.seed,
+            seed=seed,
         )
         p = predict_proba(model, encoders.encode(table, test), config.train.eval_batch_size)
         seconds = time.perf_counter() - started
-        row = score(name, PERIOD, table.label[test].astype(int), p, users, warm, seconds, seed=config.seed)
+        row = score(name, PERIOD, table.label[test].astype(int), p, users, warm, seconds, seed=seed)
         log.info("%s random split: AUC %.4f gAUC %.4f LogLoss %.4f", name, row.auc, row.gauc, row.logloss)
         rows.append(row)
     return rows, reports
