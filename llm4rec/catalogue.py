@@ -43,6 +43,8 @@ class MethodEntry:
     fresh_each_fit: bool = False
     # check(config): refuse, on load, a config this method cannot run with (None: nothing beyond the sections').
     check: Callable[[Any], None] | None = None
+    # What it can fit: "ctr" (the like / dislike label), "rating" (the rating itself, scored by RMSE).
+    tasks: tuple[str, ...] = ("ctr",)
 
 
 def _plain(value: Any) -> Any:

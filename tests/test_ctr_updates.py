@@ -94,3 +94,39 @@ def test_misuse_is_reported(timeline, features):
     shuffled = timeline.period(1).reset_index(drop=True)  # no longer the timeline's row numbers
     with pytest.raises(DataError, match="rows of the timeline table"):
         m.predict_proba(shuffled)
+
+
+def test_the_rating_task_fits_and_scores_the_rating(timeline, features):
+    """train.task rating: the target is the rating rescaled to [0, 1], early stopping watches val RMSE, and the
+    protocol scores RMSE on the 1..5 scale (LogLoss is not defined there; AUC ranks the label by the rating)."""
+    from llm4rec.eval import metrics
+
+    train = CtrTrainConfig(epochs=2, patience=1, batch_size=256, learning_rate=0.01, task="rating")
+    m = CtrUpdateMethod("DeepFM", "IU", features, SMALL, train)
+    rows = np.arange(50)
+    np.testing.assert_allclose(m.encode(rows)["label"].numpy(), (timeline.table["rating"].to_numpy()[rows] - 1) / 4)
+    results = run_protocol(m, timeline, first_test_period=2, progress=False)
+    assert m.reports[1].val_rmse and not m.reports[1].val_auc and "val_rmse" in m.reports[1].to_dict()
+    row = results[-1]
+    samples = timeline.period(row.period)  # scored by the model trained through the period before
+    p = m.predict_proba(samples)
+    assert row.rmse == pytest.approx(metrics.rmse(samples["rating"].to_numpy(), 1 + 4 * p))
+    assert row.rmse == pytest.approx(np.sqrt(np.mean((samples["rating"].to_numpy() - 1 - 4 * p) ** 2)))
+    assert np.isnan(row.logloss) and 0 < row.auc < 1
+    ctr = run_protocol(method(features, model="DeepFM"), timeline, first_test_period=2, progress=False)
+    assert all(np.isnan(r.rmse) for r in ctr)  # the ctr task has no RMSE
+
+
+def test_rating_task_errors():
+    from llm4rec.config import from_dict
+    from llm4rec.ctr.config import CtrConfig
+
+    with pytest.raises(ConfigError, match="train.task: expected one of"):
+        CtrTrainConfig(task="regression")
+    with pytest.raises(ConfigError, match="train.rating_scale"):
+        CtrTrainConfig(rating_scale=(5, 1))
+    base = {"data": {"name": "ml-100k"}, "train": {"task": "rating"}}
+    with pytest.raises(ConfigError, match=r"cannot be fitted by \['ReLoop2', 'SML'\]"):
+        from_dict(CtrConfig, {**base, "incremental": {"methods": ["MEGG", "ReLoop2", "SML"]}})
+    with pytest.raises(ConfigError, match="periods only"):
+        from_dict(CtrConfig, {**base, "protocol": "random"})

@@ -101,6 +101,8 @@ def test_shipped_incremental_config_loads():
     config = load_config(CtrConfig, CONFIGS / "ml-100k-incremental.yaml")
     assert config.models == ["EmbMLP", "DeepFM"] and config.run_seeds == [0, 1, 2]
     assert len(config.incremental.methods) + len(config.updates) == 12
+    rating = load_config(CtrConfig, CONFIGS / "ml-100k-rating.yaml")
+    assert rating.train.task == "rating" and rating.incremental.methods == ["Reservoir", "SPMF", "MEGG"]
 
 
 def result(method, period, seed, auc):

@@ -151,6 +151,37 @@ def test_ggscore_equals_brute_force_per_sample_gradients(features, name):
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-7)
 
 
+def test_ggscore_of_the_rating_task_uses_its_squared_error(features):
+    """The rating task's GGscore: gradients of (sigmoid(logit) - rescaled rating)^2, written out here by hand for
+    the reference (the pool's mean) and for each sample, against ggscores(task="rating")."""
+    encoders = features.new_encoders()
+    rows = np.arange(60)
+    encoders.grow(features, rows)
+    torch.manual_seed(0)
+    model = build_model("DeepFM", encoders.vocab_sizes(), TINY)
+    pool = encoders.encode(features, rows)
+    pool["label"] = torch.from_numpy((features.rating[rows] - 1) / 4).float()
+    params = dict(model.named_parameters())
+    own = {f"{n}.weight": t.vocab for n, t in model.embedding_tables().items() if t.vocab in ("user", "item")}
+    names = [*own, *(n for n in params if n.startswith("output."))]
+    mean_loss = ((torch.sigmoid(model(pool)) - pool["label"]) ** 2).mean()
+    reference = dict(zip(names, torch.autograd.grad(mean_loss, [params[n] for n in names]), strict=True))
+    expected = []
+    for i in range(len(rows)):
+        one = {k: v[i : i + 1] for k, v in pool.items()}
+        loss = ((torch.sigmoid(model(one)) - one["label"]) ** 2).mean()
+        grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True))
+        total = sum(float((grads[n] * reference[n]).sum()) for n in names if n not in own)
+        for name, vocab in own.items():  # the sample's own row of each user / item table
+            row = one[vocab][0]
+            total += float((grads[name][row] * reference[name][row]).sum())
+        expected.append(total)
+    got = ggscores(model, pool, chunk_size=16, task="rating")
+    assert np.abs(expected).max() > 1e-6
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-9)
+    assert not np.allclose(ggscores(model, pool, chunk_size=16), got)  # the ctr task's BCE gives other scores
+
+
 @pytest.mark.parametrize("reservoir", ["capacity", "fraction"])
 def test_replay_mixes_ratio_times_new_samples_from_past_periods(timeline, features, reservoir):
     config = ReplayConfig(reservoir, reservoir_capacity=300, reservoir_fraction=0.5, ratio=0.4, megg_ratio=0.4)

@@ -60,3 +60,14 @@ def test_bad_inputs_raise():
 
 def test_logloss_is_finite_for_confident_mistakes():
     assert math.isfinite(metrics.logloss([1, 0], [0.0, 1.0]))
+
+
+def test_rmse_against_sklearn_and_by_hand():
+    from sklearn.metrics import mean_squared_error
+
+    y, prediction = np.array([1.0, 3.0, 5.0, 4.0]), np.array([1.5, 2.0, 4.0, 4.0])
+    assert metrics.rmse(y, prediction) == pytest.approx(np.sqrt((0.25 + 1 + 1 + 0) / 4))
+    assert metrics.rmse(y, prediction) == pytest.approx(np.sqrt(mean_squared_error(y, prediction)))
+    assert np.isnan(metrics.rmse([], []))
+    with pytest.raises(ValueError, match="length mismatch"):
+        metrics.rmse([1.0], [1.0, 2.0])

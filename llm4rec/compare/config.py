@@ -151,6 +151,11 @@ class ExperimentConfig:
         section["last_test_period"] = self.last_test_period
         section["data"] = dataclasses.asdict(self.data)
         ctr = from_dict(CtrConfig, section, where=where)
+        if ctr.train.task != "ctr":
+            raise ConfigError(
+                f"{where}.train.task: the comparison ranks every method by the like / dislike label (task ctr); "
+                f"run the {ctr.train.task!r} task with `llm4rec ctr`"
+            )
         if ctr.pretrain_periods > self.first_test_period:
             raise ConfigError(
                 f"{where}.pretrain_periods: the CTR models pre-train on periods 0..K-1 and must serve the first "

@@ -48,7 +48,10 @@ def _check_asmg(config) -> None:
         check_sequence_length(config.incremental.asmg, last - config.pretrain_periods, config.pretrain_periods)
 
 
-def _strategy(name: str, help: str, section: str, load_class, *arguments, check=None) -> MethodEntry:
+BOTH_TASKS = ("ctr", "rating")
+
+
+def _strategy(name: str, help: str, section: str, load_class, *arguments, check=None, tasks=("ctr",)) -> MethodEntry:
     """An incremental strategy's entry: it reads ``incremental.<section>`` and builds ``load_class()(model,
     *arguments, features, view.model, view.train, view.incremental.<section>, seed)`` (the class is imported
     when the method is built)."""
@@ -57,7 +60,7 @@ def _strategy(name: str, help: str, section: str, load_class, *arguments, check=
         settings = getattr(view.incremental, section)
         return load_class()(model, *arguments, features, view.model, view.train, settings, seed)
 
-    return MethodEntry(name, help, (f"incremental.{section}",), build, check=check)
+    return MethodEntry(name, help, (f"incremental.{section}",), build, check=check, tasks=tasks)
 
 
 def _replay():
@@ -85,21 +88,30 @@ def _sml():
 
 
 UPDATE_MODES = {
-    "IU": MethodEntry("IU", "incremental update: fine-tune the current model on period t", (), _update("IU")),
-    "BU": MethodEntry(
-        "BU", "batch update BU<w>: fine-tune the current model on periods t-w+1..t", ("window",), _update("BU")
+    "IU": MethodEntry(
+        "IU", "incremental update: fine-tune the current model on period t", (), _update("IU"), tasks=BOTH_TASKS
     ),
-    "FR": MethodEntry("FR", "full retraining: a fresh model on periods 0..t", (), _update("FR"), fresh_each_fit=True),
-}
+    "BU": MethodEntry(
+        "BU", "batch update BU<w>: fine-tune the current model on periods t-w+1..t", ("window",), _update("BU"),
+        tasks=BOTH_TASKS,
+    ),
+    "FR": MethodEntry(
+        "FR", "full retraining: a fresh model on periods 0..t", (), _update("FR"), fresh_each_fit=True,
+        tasks=BOTH_TASKS,
+    ),
+}  # fmt: skip
 _STRATEGIES = [
-    _strategy("Reservoir", "IU plus replay of a uniform reservoir of past samples", "replay", _replay, "Reservoir"),
+    _strategy(
+        "Reservoir", "IU plus replay of a uniform reservoir of past samples", "replay", _replay, "Reservoir",
+        tasks=BOTH_TASKS,
+    ),
     _strategy(
         "SPMF", "IU plus replay of the reservoir samples the current model forgot most (SPMF)", "replay", _replay,
-        "SPMF",
+        "SPMF", tasks=BOTH_TASKS,
     ),
     _strategy(
         "MEGG", "IU plus replay chosen by gradient agreement with the new period (MEGG's GGscore)", "replay",
-        _replay, "MEGG",
+        _replay, "MEGG", tasks=BOTH_TASKS,
     ),
     _strategy("IncCTR", "IU with knowledge distillation from the previous model (IncCTR)", "inc_ctr", _inc_ctr),
     _strategy(
@@ -144,6 +156,11 @@ class CtrMethod:
         """Whether the method is kept up to date from pre-training on, fitted on every period before the first
         tested one (a fresh model every fit needs none; an error memory on top keeps state, so it does)."""
         return self.with_memory or not self.base.fresh_each_fit
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """What it can fit: its base's tasks (ReLoop2's memory compensates a click probability: ctr only)."""
+        return ("ctr",) if self.with_memory else self.base.tasks
 
     @property
     def is_update_mode(self) -> bool:

@@ -111,6 +111,7 @@ def _run_and_write(args: argparse.Namespace, config) -> int:
         ranked_seed_means,
         summary_table,
         with_means,
+        with_rmse,
         write_run,
     )
 
@@ -118,7 +119,7 @@ def _run_and_write(args: argparse.Namespace, config) -> int:
     rows, reports = run_ctr(config, progress=not args.quiet)
     seconds = time.perf_counter() - started
     rows = with_means(rows)
-    columns = ["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    columns = with_rmse(["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
     if n_seeds(rows) > 1:
         means = ranked_seed_means(rows)
         print(summary_table(means, [columns[0], "seeds", *columns[1:]]))

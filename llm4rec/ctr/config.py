@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llm4rec.config import check_seed, check_seeds
-from llm4rec.ctr.catalogue import UPDATE_MODES, check_method
+from llm4rec.ctr.catalogue import UPDATE_MODES, check_method, method_names, parse_method
 from llm4rec.ctr.features import FeatureConfig
 from llm4rec.ctr.models import check_model_name
 from llm4rec.ctr.models.base import ModelOptions
@@ -88,8 +88,19 @@ class CtrConfig:
                 f"pretrain_periods: with {n_periods} periods, K must be in 1..{n_periods - 1} "
                 f"(pre-train on periods 0..K-1, test from period K), got {self.pretrain_periods}"
             )
+        if self.train.task != "ctr":
+            self._check_task([*(parse_method(u, windowed=False) for u in self.updates), *strategies])
         for check in dict.fromkeys(m.base.check for m in strategies if m.base.check is not None):
             check(self)  # what a method needs of the config beyond its sections' own checks
+
+    def _check_task(self, methods: list) -> None:
+        task = self.train.task
+        if self.protocol == "random":
+            raise ConfigError(f"train.task: {task!r} runs over periods only (protocol: periods)")
+        refused = [m.name for m in methods if task not in m.tasks]
+        if refused:
+            able = [name for name in method_names(windowed=False) if task in parse_method(name, windowed=False).tasks]
+            raise ConfigError(f"train.task: {task!r} cannot be fitted by {refused}; methods that can: {able}")
 
     @property
     def first_test_period(self) -> int:

@@ -86,6 +86,7 @@ class FeatureTable:
     user_names: np.ndarray
     item_names: np.ndarray
     genre_names: np.ndarray
+    rating: np.ndarray | None = None  # each sample's rating, the target of the rating task (None: not given)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -217,4 +218,5 @@ def build_feature_table(
         user_names=user_names,
         item_names=item_names,
         genre_names=genre_names,
+        rating=samples["rating"].to_numpy(dtype=np.float32) if "rating" in samples else None,
     )

@@ -30,16 +30,30 @@ Tensors = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Tensors], torch.Tensor]
 
 
+TASKS = ("ctr", "rating")
+
+
 @dataclass
 class CtrTrainConfig:
     epochs: int = 10  # at most; early stopping on the val split's AUC usually ends sooner
-    patience: int = 1  # epochs without a better val AUC before stopping
+    patience: int = 1  # epochs without a better val AUC (rating: val RMSE) before stopping
     batch_size: int = 1024
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     eval_batch_size: int = 8192
+    # ctr: BCE on the like / dislike label. rating: the rating itself (MEGG's RMSE task), rescaled from
+    # rating_scale to [0, 1] and fitted by the squared error of sigmoid(logit); scored by RMSE on the scale.
+    task: str = "ctr"
+    rating_scale: tuple[float, float] = (1.0, 5.0)
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"train.task: expected one of {list(TASKS)}, got {self.task!r}")
+        self.rating_scale = tuple(self.rating_scale)
+        if len(self.rating_scale) != 2 or not self.rating_scale[0] < self.rating_scale[1]:
+            raise ConfigError(
+                f"train.rating_scale: expected [low, high] with low < high, got {list(self.rating_scale)}"
+            )
         for name in ("epochs", "patience", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -56,14 +70,18 @@ class TrainReport:
     val_auc: list[float] = field(default_factory=list)  # after each epoch
     best_epoch: int = 0  # 1-based; 0 when there was no val split
     seconds: float = 0.0
+    val_rmse: list[float] = field(default_factory=list)  # after each epoch, the rating task (on the [0, 1] scale)
 
     def to_dict(self) -> dict:
+        def rounded(values: list[float]) -> list:
+            return [None if math.isnan(a) else round(a, 5) for a in values]
+
         return {
             "n_train": self.n_train,
             "n_val": self.n_val,
-            "epochs": len(self.val_auc),
+            "epochs": len(self.val_rmse or self.val_auc),
             "best_epoch": self.best_epoch,
-            "val_auc": [None if math.isnan(a) else round(a, 5) for a in self.val_auc],
+            **({"val_rmse": rounded(self.val_rmse)} if self.val_rmse else {"val_auc": rounded(self.val_auc)}),
             "seconds": round(self.seconds, 3),
         }
 
@@ -76,9 +94,28 @@ def n_rows(tensors: Tensors) -> int:
     return len(tensors["label"])
 
 
+def pointwise_loss(task: str, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The task's loss of logits against targets: BCE (ctr), or the squared error of sigmoid(logit) against the
+    rating rescaled to [0, 1] (rating). MEGG's gradients use it too."""
+    if task == "rating":
+        return F.mse_loss(torch.sigmoid(logits), target, reduction=reduction)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
+
+
 def bce_loss(model: torch.nn.Module, batch: Tensors) -> torch.Tensor:
     """Mean binary cross-entropy of the model's logits against the batch's labels."""
     return F.binary_cross_entropy_with_logits(model(batch), batch["label"])
+
+
+def squared_error_loss(model: torch.nn.Module, batch: Tensors) -> torch.Tensor:
+    """Mean squared error of sigmoid(logit) against the rescaled rating (the rating task)."""
+    return pointwise_loss("rating", model(batch), batch["label"])
+
+
+def rescaled_ratings(ratings: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Ratings on ``scale`` mapped to [0, 1], the targets of the rating task."""
+    low, high = scale
+    return ((np.asarray(ratings, dtype=np.float64) - low) / (high - low)).astype(np.float32)
 
 
 @torch.no_grad()
@@ -95,10 +132,14 @@ def predict_proba(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_siz
     return torch.cat(out).cpu().numpy() if out else np.empty(0)
 
 
-def _val_score(model: torch.nn.Module, val: Tensors, batch_size: int) -> tuple[float, float]:
-    """(val AUC, the number early stopping maximises): AUC, or -LogLoss when val has one class only."""
-    y = val["label"].numpy()
-    p = predict_proba(model, val, batch_size)
+def _val_score(model: torch.nn.Module, val: Tensors, config: CtrTrainConfig) -> tuple[float, float]:
+    """(val AUC, or val RMSE on the [0, 1] scale for the rating task; the number early stopping maximises):
+    AUC, or -LogLoss when val has one class only; -RMSE for the rating task."""
+    y = val["label"].cpu().numpy()
+    p = predict_proba(model, val, config.eval_batch_size)
+    if config.task == "rating":
+        error = metrics.rmse(y, p)
+        return error, -error
     auc = metrics.auc(y, p)
     return auc, (auc if not math.isnan(auc) else -metrics.logloss(y, p))
 
@@ -109,7 +150,7 @@ def fit(
     val: Tensors | None,
     config: CtrTrainConfig,
     seed: int = 0,
-    loss: LossFn = bce_loss,
+    loss: LossFn | None = None,
     learning_rate: float | None = None,
     on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> TrainReport:
@@ -120,6 +161,7 @@ def fit(
     so a caller can see the weights of every epoch, not only the best one kept at the end (MEGG scores
     its replay candidates with the penultimate epoch's weights)."""
     started = time.perf_counter()
+    loss = loss or (squared_error_loss if config.task == "rating" else bce_loss)
     n = n_rows(train)
     report = TrainReport(n_train=n, n_val=n_rows(val) if val is not None else 0)
     if n == 0:
@@ -142,8 +184,8 @@ def fit(
         if val is None or n_rows(val) == 0:
             report.val_auc.append(float("nan"))
             continue
-        auc, score = _val_score(model, val, config.eval_batch_size)
-        report.val_auc.append(auc)
+        metric, score = _val_score(model, val, config)
+        (report.val_rmse if config.task == "rating" else report.val_auc).append(metric)
         if score > best_score:
             best_score, stale, report.best_epoch = score, 0, epoch
             best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}

@@ -25,7 +25,7 @@ import torch
 from llm4rec.ctr.features import FeatureConfig, FeatureTable, build_feature_table
 from llm4rec.ctr.models import CtrModel, build_model, check_model_name
 from llm4rec.ctr.models.base import ModelOptions
-from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit, predict_proba, take
+from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit, predict_proba, rescaled_ratings, take
 from llm4rec.data.periods import Timeline
 from llm4rec.data.tables import apply_label
 from llm4rec.errors import ConfigError, DataError
@@ -133,7 +133,17 @@ class CtrUpdateMethod:
         """Called by the trainer after each epoch of :meth:`train_period`; nothing by default."""
 
     def encode(self, rows: np.ndarray) -> dict:
-        return self.encoders.encode(self.features, rows)
+        """The model's tensors of ``rows``; for the rating task the label is the rating rescaled to [0, 1]."""
+        tensors = self.encoders.encode(self.features, rows)
+        if self.train_config.task == "rating":
+            ratings = self.features.rating[np.asarray(rows, dtype=np.int64)]
+            tensors["label"] = torch.from_numpy(rescaled_ratings(ratings, self.train_config.rating_scale))
+        return tensors
+
+    @property
+    def rating_scale(self) -> tuple[float, float] | None:
+        """The rating task's scale (the protocol then scores RMSE on it); None for the CTR task."""
+        return self.train_config.rating_scale if self.train_config.task == "rating" else None
 
     def fit_seed(self, period: int) -> int:
         """The shuffling seed of period t's training: differs by seed and by period."""

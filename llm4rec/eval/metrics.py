@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score, root_mean_squared_error
 
 # Probabilities are clipped before LogLoss so one confident mistake gives a
 # large but finite loss, as in FuxiCTR and RecBole.
@@ -88,3 +88,12 @@ def logloss(y, p) -> float:
     if len(y) == 0:
         return float("nan")
     return float(log_loss(y, np.clip(p, LOGLOSS_EPS, 1 - LOGLOSS_EPS), labels=[0, 1]))
+
+
+def rmse(y, prediction) -> float:
+    """Root mean squared error (rating prediction); NaN for no rows."""
+    y, prediction = _as_1d("y", y), _as_1d("prediction", prediction)
+    _check_same_length(y=y, prediction=prediction)
+    if len(y) == 0:
+        return float("nan")
+    return float(root_mean_squared_error(y, prediction))

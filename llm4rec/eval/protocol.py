@@ -134,6 +134,8 @@ def run_protocol(
             seconds,
             seed=seed,
             served_by=getattr(method, "served_by", ""),
+            ratings=samples["rating"].to_numpy(),
+            rating_scale=getattr(method, "rating_scale", None),
         )
         log.info(
             "%s seed %d period %d: AUC %.4f gAUC %.4f LogLoss %.4f (%.1f s)",

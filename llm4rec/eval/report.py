@@ -41,6 +41,14 @@ from llm4rec.io import write_json, write_text
 PREDICTION_COLUMNS = ["user_id", "item_id", "label", "p"]
 
 
+def with_rmse(columns: list[str], rows: list[ResultRow]) -> list[str]:
+    """``columns`` with ``rmse`` after ``logloss`` when some row has one (the rating task)."""
+    if "rmse" in columns or all(math.isnan(r.rmse) for r in rows):
+        return columns
+    at = columns.index("logloss") + 1 if "logloss" in columns else len(columns)
+    return [*columns[:at], "rmse", *columns[at:]]
+
+
 def n_seeds(rows: list[ResultRow]) -> int:
     return len({r.seed for r in rows})
 
@@ -172,6 +180,7 @@ def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str 
     means = ranked_means(rows)
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seed", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    mean_columns = with_rmse(mean_columns, rows)
     note = compared_note(rows)
     parts.append(
         "## Mean over tested periods (ranked by AUC)\n\n"
@@ -182,7 +191,7 @@ def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str 
     own = own_period_means(rows)
     if own:
         parts.append(OWN_PERIODS_NOTE + markdown_table(own, mean_columns) + "\n")
-    period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    period_columns = with_rmse(["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
     if any(r.served_by for r in rows):
         period_columns.append("served_by")
     methods = dict.fromkeys(r.method for r in rows if r.period != MEAN)
@@ -200,6 +209,7 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str 
     seeds = sorted({r.seed for r in rows})
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seeds", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    mean_columns = with_rmse(mean_columns, rows)
     note = compared_note(rows)
     parts.append(
         f"## Mean over tested periods, mean ± std over {len(seeds)} seeds {seeds} (ranked by AUC)\n\n"
@@ -210,7 +220,7 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str 
     own = own_period_means(rows)
     if own:
         parts.append(OWN_PERIODS_NOTE + summary_table(across_seeds(own), mean_columns) + "\n")
-    period_columns = ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
+    period_columns = with_rmse(["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
     per_period = across_seeds([r for r in rows if r.period != MEAN])
     for method in dict.fromkeys(s.method for s in per_period):
         own = [s for s in per_period if s.method == method]

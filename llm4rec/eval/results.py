@@ -25,8 +25,9 @@ from llm4rec.eval import metrics
 
 COLUMNS = [
     "method", "period", "split", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds", "seed", "served_by",
+    "rmse",
 ]  # fmt: skip
-METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold"]
+METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold", "rmse"]
 SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]  # what across_seeds aggregates
 MEAN = "mean"
 PRETRAINED = "pre-trained"  # served_by: the model pre-trained before the first update, the same for every method
@@ -46,6 +47,7 @@ class ResultRow:
     seconds: float
     seed: int = 0
     served_by: str = ""  # "" (the method's own model), PRETRAINED, or the method whose model served
+    rmse: float = float("nan")  # the rating task's RMSE on the rating scale; NaN for the CTR task
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes None."""
@@ -70,9 +72,18 @@ def score(
     split: str = "test",
     seed: int = 0,
     served_by: str = "",
+    ratings: np.ndarray | None = None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> ResultRow:
-    """Compute every metric of the schema for one method on one tested period."""
+    """Compute every metric of the schema for one method on one tested period.
+
+    For the rating task (``rating_scale`` given), ``p`` is the predicted rating rescaled to [0, 1]: RMSE compares
+    it, mapped back onto the scale, with ``ratings``; the AUC columns rank the like / dislike label ``y`` by it."""
     warm = np.asarray(warm, dtype=bool)
+    error = float("nan")
+    if rating_scale is not None:
+        low, high = rating_scale
+        error = metrics.rmse(np.asarray(ratings, dtype=np.float64), low + (high - low) * np.asarray(p))
     return ResultRow(
         method=method,
         period=period,
@@ -80,12 +91,13 @@ def score(
         n=len(y),
         auc=metrics.auc(y, p),
         gauc=metrics.gauc(y, p, users),
-        logloss=metrics.logloss(y, p),
+        logloss=metrics.logloss(y, p) if rating_scale is None else float("nan"),  # p is no probability there
         auc_warm=metrics.auc(y[warm], p[warm]),
         auc_cold=metrics.auc(y[~warm], p[~warm]),
         seconds=seconds,
         seed=seed,
         served_by=served_by,
+        rmse=error,
     )
 
 

@@ -26,11 +26,10 @@ import math
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
-from torch.nn import functional as F
 
 from llm4rec.ctr.features import PAD, FeatureTable
 from llm4rec.ctr.models.base import CtrModel, ModelOptions
-from llm4rec.ctr.train import CtrTrainConfig, TrainReport, predict_proba, take
+from llm4rec.ctr.train import CtrTrainConfig, TrainReport, pointwise_loss, predict_proba, take
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
 from llm4rec.errors import ConfigError, DataError
@@ -129,7 +128,9 @@ def _final_layer(model: CtrModel) -> list[str]:
     return [f"output.{name}" for name, p in model.output.named_parameters() if p.requires_grad]
 
 
-def reference_gradient(model: CtrModel, pool: Tensors, batch_size: int = 8192) -> dict[str, torch.Tensor]:
+def reference_gradient(
+    model: CtrModel, pool: Tensors, batch_size: int = 8192, task: str = "ctr"
+) -> dict[str, torch.Tensor]:
     """Gradient of the mean loss over ``pool`` w.r.t. the user / item tables and the final layer (eval mode)."""
     names = [*_touched_tables(model), *_final_layer(model)]
     params = dict(model.named_parameters())
@@ -139,7 +140,7 @@ def reference_gradient(model: CtrModel, pool: Tensors, batch_size: int = 8192) -
     model.eval()
     for start in range(0, n, batch_size):
         batch = take(pool, torch.arange(start, min(start + batch_size, n)))
-        loss = F.binary_cross_entropy_with_logits(model(batch), batch["label"], reduction="sum") / n
+        loss = pointwise_loss(task, model(batch), batch["label"], reduction="sum") / n
         for name, g in zip(names, torch.autograd.grad(loss, [params[m] for m in names]), strict=True):
             total[name] += g
     model.train(was_training)
@@ -166,14 +167,14 @@ def own_rows(chunk: Tensors) -> tuple[dict[str, torch.Tensor], Tensors]:
     return rows, local
 
 
-def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256) -> np.ndarray:
+def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256, task: str = "ctr") -> np.ndarray:
     """GGscore of every sample of ``pool``: <g(z), g_ref> over z's user and item rows and the final layer.
 
     g(z) w.r.t. its own rows is the gradient w.r.t. a zero offset added to those rows only (local index 1 of
     :func:`own_rows`), so vmap gives every sample its own row gradients (B x D), not whole-table gradients.
     """
     tables, final = _touched_tables(model), _final_layer(model)
-    reference = reference_gradient(model, pool)
+    reference = reference_gradient(model, pool, task=task)
     base = {name: p.detach() for name, p in model.named_parameters()}
 
     def sample_loss(offsets: dict, final_params: dict, rows: dict, sample: Tensors) -> torch.Tensor:
@@ -183,7 +184,7 @@ def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256) -> np.ndarra
             params[name] = base[name][rows[vocab]] + own[:, None] * offsets[name][None, :]
         params.update(final_params)
         batch = {key: value.unsqueeze(0) for key, value in sample.items()}
-        return F.binary_cross_entropy_with_logits(functional_call(model, params, (batch,)), batch["label"])
+        return pointwise_loss(task, functional_call(model, params, (batch,)), batch["label"])
 
     per_sample = vmap(grad(sample_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))
     offsets = {name: torch.zeros(base[name].shape[1]) for name in tables}
@@ -279,7 +280,7 @@ class ReplayMethod(CtrUpdateMethod):
         if self.snapshot is None:
             raise DataError(f"{self.name}: select before the first training (no snapshot to score with)")
         self.snapshot.grow(self.encoders.vocab_sizes())  # ids first seen in period t get (untrained) rows
-        scores = ggscores(self.snapshot, self.encode(candidates), self.replay.megg_chunk_size)
+        scores = ggscores(self.snapshot, self.encode(candidates), self.replay.megg_chunk_size, self.train_config.task)
         return candidates[keep_both_ends(scores, round(self.replay.megg_ratio * len(new_rows)))]
 
     def _spmf(self, new_rows: np.ndarray, candidates: np.ndarray, ratio: float) -> np.ndarray:
