@@ -16,7 +16,8 @@ At fit(t), with no test data:
    kept from fit(t-1), (W_{t-2}, W_hat_{t-1}), with the data scored as that model knew it; then
    W_{t-1} = f(W_{t-2}, W_hat_{t-1}) is recomputed with it (the SML scripts' "update" after training f);
 2. W_hat_t starts from W_{t-1} and is trained on period t *through* f (f frozen), at ``base_learning_rate``
-   (1e-2, the SML reference script's; f itself trains at ``learning_rate``, 1e-3);
+   (1e-3; the SML reference script's 1e-2 lowered every fit's val AUC here, see SmlConfig), f itself at
+   ``learning_rate`` (1e-3);
 3. W_t = f(W_{t-1}, W_hat_t) serves period t + 1.
 
 The first incremental period has no pair to train f on, so it is plain IU (W_t = W_hat_t); f is created at
