@@ -130,3 +130,29 @@ def test_rating_task_errors():
         from_dict(CtrConfig, {**base, "incremental": {"methods": ["MEGG", "ReLoop2", "SML"]}})
     with pytest.raises(ConfigError, match="periods only"):
         from_dict(CtrConfig, {**base, "protocol": "random"})
+
+
+def test_only_a_fit_at_the_pre_training_period_serves_the_shared_pre_trained_model(timeline, features):
+    """K = 2: a fit at period 1 is the pre-training every method shares; FR first fitted later (a comparison's
+    FR needs no burn-in) trains on more periods and is its own model."""
+    from llm4rec.config import from_dict
+    from llm4rec.ctr.catalogue import build_method
+    from llm4rec.ctr.config import CtrConfig
+    from llm4rec.eval.results import PRETRAINED
+
+    config = from_dict(
+        CtrConfig,
+        {"data": {"name": "ml-100k", "periods": {"n_periods": 5}}, "pretrain_periods": 2, "models": ["MF"],
+         "model": {"embedding_dim": 4}, "train": {"epochs": 1}},
+    )  # fmt: skip
+    iu, fr, late_fr = (build_method(name, "MF", features, config) for name in ("IU", "FR", "FR"))
+    served = {"IU": [], "FR": [], "late FR": []}
+    for period in (1, 2, 3):
+        iu.fit(timeline, period)
+        fr.fit(timeline, period)
+        served["IU"].append(iu.served_by)
+        served["FR"].append(fr.served_by)
+    for period in (2, 3):
+        late_fr.fit(timeline, period)
+        served["late FR"].append(late_fr.served_by)
+    assert served == {"IU": [PRETRAINED, "", ""], "FR": [PRETRAINED, "", ""], "late FR": ["", ""]}

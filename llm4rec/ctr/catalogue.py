@@ -221,6 +221,7 @@ def build_method(method: CtrMethod | str, model: str, features, config, seed: in
     owner = f"{model}-{method.name}"
     view = method_view(method, config, owner)
     built = method.base.build(model, features, view, seed)
+    built.pretrain_period = config.pretrain_periods - 1  # a fit there serves the shared pre-trained model
     if method.with_memory:
         from llm4rec.incremental.reloop import ReLoop2Method
 

@@ -81,6 +81,7 @@ class CtrUpdateMethod:
         self.previous_vocab: dict[str, int] | None = None  # vocabulary sizes before the current fit grew them
         self.reports: dict[int, TrainReport] = {}  # fitted period -> what training did
         self.extra_reports: dict[int, dict] = {}  # fitted period -> what a strategy's own training did
+        self.pretrain_period: int | None = None  # K - 1: the fit every method of this model and seed shares
 
     def _check_table(self, timeline: Timeline) -> None:
         if len(timeline.table) != len(self.features):
@@ -88,9 +89,13 @@ class CtrUpdateMethod:
 
     @property
     def served_by(self) -> str:
-        """Which model the last fit serves when it is not this method's own: after the first fit only, the
-        pre-trained model that every method of this model and seed starts from (see ``ResultRow.served_by``)."""
-        return PRETRAINED if len(self.reports) == 1 else ""
+        """Which model the last fit serves when it is not this method's own: the pre-trained model that every
+        method of this model and seed starts from (see ``ResultRow.served_by``), after a fit at the pre-training
+        period (``pretrain_period``, set by the catalogue: K - 1). FR fitted there is that model too; FR first
+        fitted later (no burn-in) is not. Without a pre-training period: after the first fit."""
+        if self.pretrain_period is None:
+            return PRETRAINED if len(self.reports) == 1 else ""
+        return PRETRAINED if self.reports and max(self.reports) == self.pretrain_period else ""
 
     @property
     def pretraining(self) -> bool:
