@@ -124,6 +124,7 @@ def run_protocol(
             continue
         seconds = time.perf_counter() - started + (burn_in if tested == periods[0] else 0.0)
         warm = timeline.warm_mask(samples, trained_through=tested - 1)
+        rating_scale = getattr(method, "rating_scale", None)  # the rating task: RMSE against the ratings too
         row = score(
             method.name,
             tested,
@@ -134,8 +135,8 @@ def run_protocol(
             seconds,
             seed=seed,
             served_by=getattr(method, "served_by", ""),
-            ratings=samples["rating"].to_numpy(),
-            rating_scale=getattr(method, "rating_scale", None),
+            ratings=samples["rating"].to_numpy() if rating_scale is not None else None,
+            rating_scale=rating_scale,
         )
         log.info(
             "%s seed %d period %d: AUC %.4f gAUC %.4f LogLoss %.4f (%.1f s)",

@@ -157,12 +157,14 @@ class SmlMethod(CtrUpdateMethod):
         self.name = f"{model}-SML"
         self.transfer: TransferModule | None = None
         self.pair: ModelPair | None = None
-        self.serves_iu = False  # the last fit was the first incremental period's plain IU
 
     @property
     def served_by(self) -> str:
-        """The pre-trained model after the first fit; IU's model after the first incremental period."""
-        return method_name(self.model_name, "IU", self.window) if self.serves_iu else super().served_by
+        """The pre-trained model after the first fit; IU's model after the first incremental period (a pair
+        is kept, no transfer module made yet)."""
+        if self.pair is not None and self.transfer is None:
+            return method_name(self.model_name, "IU", self.window)
+        return super().served_by
 
     def _trainable(self) -> Params:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
@@ -172,7 +174,6 @@ class SmlMethod(CtrUpdateMethod):
     ) -> TrainReport:
         if self.pretraining:
             return super().train_period(timeline, period, train_rows, val_rows)
-        self.serves_iu = self.pair is None
         if self.pair is None:  # the first incremental period: nothing to train f on yet, so plain IU
             previous = self._trainable()
             report = super().train_period(timeline, period, train_rows, val_rows)
