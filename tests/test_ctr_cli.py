@@ -56,7 +56,7 @@ def test_random_split_and_overrides(prepared_quietly, tmp_path, capsys):
     config = tmp_path / "ctr.yaml"
     config.write_text(TINY.replace("PROTOCOL", "random"))
     out = tmp_path / "out"
-    assert main(["ctr", "--config", str(config), "--out", str(out), "--models", "DeepFM", "-q"]) == 0
+    assert main(["ctr", "--config", str(config), "--out", str(out), "--models", "DeepFM", "--device", "cpu", "-q"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [(r["method"], r["period"], r["split"]) for r in rows] == [
         ("DeepFM", "random", "test"),

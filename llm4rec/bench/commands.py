@@ -206,7 +206,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     }
     for name, text in helps.items():
         sub = subcommands.add_parser(name, help=text, description=text)
-        sub.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+        sub.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (cuda when available)")
         sub.add_argument("--jsonl", metavar="FILE", help="also append the JSON lines to FILE")
         if name != "ctr":
             _add_llm_options(sub)

@@ -5,6 +5,9 @@ items, 19 genres, up to 6 genres per item, histories of the last 30 positive
 items, a third of the slots empty), so the figures do not depend on a prepared
 dataset. Training is the project's trainer (BCE, Adam, batch 1024) for one
 epoch after a warm-up epoch; scoring is ``predict_proba`` in batches of 8192.
+Both run as ``llm4rec ctr`` runs them: data on the device (``--device``,
+resolved by :mod:`llm4rec.devices`), batches indexed there, scores copied to
+the host once per call; the clock stops after the device has finished.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm4rec.devices import resolve_device
 from llm4rec.errors import ConfigError
 
 VOCAB = {"user": 943 + 2, "item": 1682 + 2, "genre": 19 + 2}
@@ -40,6 +44,7 @@ class CtrBenchSettings:
             raise ConfigError("--ctr-rows, --ctr-history-length and --ctr-embedding-dim must be >= 1")
         if self.threads < 0:
             raise ConfigError(f"--ctr-threads: must be >= 0, got {self.threads}")
+        self.device = str(resolve_device(self.device, "--device"))
 
 
 def random_features(rows: int, history_length: int, device: str, seed: int = 0) -> dict[str, torch.Tensor]:

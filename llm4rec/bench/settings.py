@@ -12,6 +12,7 @@ from llm4rec.bench.architectures import Architecture, build_random_model, get_ar
 from llm4rec.bench.data import BenchData, LengthSpec, prompt_data, synthetic_data
 from llm4rec.bench.flops import H100_BF16_DENSE_TFLOPS
 from llm4rec.config import check_seed
+from llm4rec.devices import resolve_device
 from llm4rec.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -44,12 +45,11 @@ class LlmBenchSettings:
 
     def __post_init__(self) -> None:
         get_architecture(self.arch, self.vocab_size)  # a known name, a sane vocabulary
+        self.device = str(resolve_device(self.device, "--device"))
         if self.dtype == "auto":
             self.dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype: expected one of {', '.join(DTYPES)} (or auto), got {self.dtype!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {self.device}: no CUDA GPU is visible to torch here; use --device cpu")
         unknown = [p for p in self.peers if p not in PEERS]
         if unknown:
             raise ConfigError(f"--peers: unknown {unknown}; expected a subset of {', '.join(PEERS)}")

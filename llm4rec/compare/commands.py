@@ -20,6 +20,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from llm4rec.command_options import check_out_dir, comma_list, parse_seeds
     from llm4rec.compare.config import load_experiment
     from llm4rec.compare.runner import LOG_FILE, run_compare
+    from llm4rec.devices import check_device
 
     check_out_dir(args.out)
     overrides = {}
@@ -27,7 +28,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         overrides["methods"] = comma_list(args.methods)
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
-    config = load_experiment(args.config, overrides)  # every check happens here, before anything runs
+    ctr_overrides = {}
+    if args.device is not None:
+        check_device(args.device, "--device")  # checked even when no CTR method runs
+        ctr_overrides["device"] = args.device
+    config = load_experiment(args.config, overrides, ctr_overrides)  # every check happens here, before anything runs
     if not args.out:
         check_out_dir(config.out, f"{args.config}: out")
     out = Path(args.out or config.out)
@@ -80,6 +85,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", help="output directory (default: the config's `out`)")
     compare.add_argument("--methods", help="comma-separated method names, overriding the config's `methods`")
     compare.add_argument("--seeds", help="comma-separated seeds, overriding the config's `seeds` (e.g. 0,1,2)")
+    compare.add_argument(
+        "--device",
+        help="the CTR side's device: auto (CUDA when available, else cpu), cpu, cuda or cuda:N, overriding "
+        "`ctr.device` (default auto); results are the same on any device, so finished ones are reused. The LLM "
+        "side's device comes from accelerate (`accelerate launch` or its config)",
+    )
     compare.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(func=cmd_compare)
 

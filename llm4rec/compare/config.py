@@ -214,11 +214,17 @@ class ExperimentConfig:
         }
 
 
-def load_experiment(path: str, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read an experiment YAML; ``overrides`` replace top-level keys (from the command line)."""
+def load_experiment(
+    path: str, overrides: dict[str, Any] | None = None, ctr_overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Read an experiment YAML; ``overrides`` replace top-level keys and ``ctr_overrides`` keys of its ``ctr:``
+    section (both from the command line)."""
     from llm4rec.config import from_dict, load_yaml
 
     data = {**load_yaml(path), **(overrides or {})}
     if "where" in data:
         raise ConfigError(f"{path}: unknown key(s) ['where']")
+    if ctr_overrides:
+        ctr = data.get("ctr")
+        data["ctr"] = {**(ctr if isinstance(ctr, dict) else {}), **ctr_overrides}
     return from_dict(ExperimentConfig, {**data, "where": str(path)}, where=str(path))

@@ -21,8 +21,8 @@ from llm4rec.errors import ConfigError
 # Read by every CTR method: the feature table, the model's sizes, its training, and the pre-training periods.
 SHARED_SECTIONS = ("features", "model", "train", "pretrain_periods")
 # Fields of the protocol (keyed apart: the dataset, the tested periods, the seed) and run settings that do not
-# change results (torch threads).
-PROTOCOL_FIELDS = ("data", "last_test_period", "seed", "threads")
+# change results (torch threads, the device: a CPU comparison's results are reused on a GPU and back).
+PROTOCOL_FIELDS = ("data", "last_test_period", "seed", "threads", "device")
 RELOOP = "ReLoop2"
 RELOOP_SECTIONS = ("incremental.reloop2",)
 _BU = re.compile(r"BU([1-9][0-9]*)")
@@ -33,7 +33,7 @@ def _update(mode: str):
         from llm4rec.ctr.updates import CtrUpdateMethod
 
         window = {"window": view.window} if mode == "BU" else {}
-        return CtrUpdateMethod(model, mode, features, view.model, view.train, seed=seed, **window)
+        return CtrUpdateMethod(model, mode, features, view.model, view.train, seed=seed, device=view.device, **window)
 
     return build
 
@@ -53,12 +53,12 @@ BOTH_TASKS = ("ctr", "rating")
 
 def _strategy(name: str, help: str, section: str, load_class, *arguments, check=None, tasks=("ctr",)) -> MethodEntry:
     """An incremental strategy's entry: it reads ``incremental.<section>`` and builds ``load_class()(model,
-    *arguments, features, view.model, view.train, view.incremental.<section>, seed)`` (the class is imported
-    when the method is built)."""
+    *arguments, features, view.model, view.train, view.incremental.<section>, seed, device=view.device)`` (the
+    class is imported when the method is built)."""
 
     def build(model: str, features, view: ConfigView, seed: int):
         settings = getattr(view.incremental, section)
-        return load_class()(model, *arguments, features, view.model, view.train, settings, seed)
+        return load_class()(model, *arguments, features, view.model, view.train, settings, seed, device=view.device)
 
     return MethodEntry(name, help, (f"incremental.{section}",), build, check=check, tasks=tasks)
 

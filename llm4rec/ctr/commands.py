@@ -80,10 +80,14 @@ def cmd_ctr(args: argparse.Namespace) -> int:
     from llm4rec.command_options import check_out_dir, comma_list, parse_seeds
     from llm4rec.config import from_dict, load_yaml
     from llm4rec.ctr.config import CtrConfig
+    from llm4rec.devices import check_device
     from llm4rec.run_lock import RunLock
 
     check_out_dir(args.out)  # before anything trains: the results are written at the end
     data = load_yaml(args.config)
+    if args.device is not None:
+        check_device(args.device, "--device")
+        data["device"] = args.device
     for option in ("models", "updates"):
         value = getattr(args, option)
         if value is not None:
@@ -126,7 +130,10 @@ def _run_and_write(args: argparse.Namespace, config) -> int:
     else:
         means = ranked_means(rows)
         print(markdown_table(means, columns))
-    print(f"{len(means)} methods x {len(config.run_seeds)} seed(s) in {seconds:.1f} s", file=sys.stderr)
+    from llm4rec.devices import resolve_device
+
+    device = resolve_device(config.device, "device")
+    print(f"{len(means)} methods x {len(config.run_seeds)} seed(s) in {seconds:.1f} s on {device}", file=sys.stderr)
     if args.out:
         out = Path(args.out)
         setting = "random 8:1:1 split" if config.protocol == "random" else "periods"
@@ -169,5 +176,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         f"{', '.join(m for m in method_names(windowed=False) if m not in UPDATE_MODES)})",
     )
     ctr.add_argument("--seeds", help="comma-separated seeds, overriding seed / seeds (e.g. 0,1,2)")
+    ctr.add_argument(
+        "--device",
+        help="where models train and score: auto (CUDA when available, else cpu), cpu, cuda or cuda:N; "
+        "overrides the config's `device` (default auto)",
+    )
     ctr.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ctr.set_defaults(func=cmd_ctr)

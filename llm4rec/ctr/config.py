@@ -12,6 +12,7 @@ from llm4rec.ctr.models import check_model_name
 from llm4rec.ctr.models.base import ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig
 from llm4rec.data.config import DataConfig
+from llm4rec.devices import check_device
 from llm4rec.errors import ConfigError
 from llm4rec.incremental.config import IncrementalConfig
 
@@ -53,8 +54,12 @@ class CtrConfig:
     # torch CPU threads; 0 keeps torch's default. These models are small: one thread avoids the
     # per-op threading overhead, which costs several-fold on a busy 2-core machine.
     threads: int = 1
+    # Where models, feature tensors, training, every strategy and scoring run (llm4rec.devices): auto (CUDA when
+    # available, else the CPU), cpu, cuda or cuda:N. Results are the same on any device, so it is keyed apart.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_device(self.device, "device")
         if not self.models:
             raise ConfigError(f"models: name at least one model; available: {DEFAULT_MODELS + ['DCNv2']}")
         for name in self.models:

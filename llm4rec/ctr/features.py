@@ -113,17 +113,22 @@ class FeatureEncoders:
     def vocab_sizes(self) -> dict[str, int]:
         return {"user": self.users.size, "item": self.items.size, "genre": self.genres.size}
 
-    def encode(self, table: FeatureTable, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """Tensors for samples ``rows``: user, item (B,), genres (B, G), history (B, L), label (B,)."""
+    def encode(
+        self, table: FeatureTable, rows: np.ndarray, device: torch.device | str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tensors for samples ``rows``: user, item (B,), genres (B, G), history (B, L), label (B,), on ``device``
+        (None: the CPU). They are built on the host from numpy and copied once here, so the trainer's batches
+        are slices of device tensors, with no host copy per batch."""
         rows = np.asarray(rows, dtype=np.int64)
         items = table.item[rows]
-        return {
+        tensors = {
             "user": torch.from_numpy(self.users.transform(table.user[rows])),
             "item": torch.from_numpy(self.items.transform(items)),
             "genres": torch.from_numpy(self.genres.transform(table.item_genres[items])),
             "history": torch.from_numpy(self.items.transform(table.history[rows])),
             "label": torch.from_numpy(table.label[rows].astype(np.float32)),
         }
+        return tensors if device is None else {name: value.to(device) for name, value in tensors.items()}
 
 
 # Which vocabulary indexes each encoded field (see FeatureEncoders.encode).

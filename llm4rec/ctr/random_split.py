@@ -24,6 +24,7 @@ from llm4rec.ctr.features import FeatureTable, build_feature_table
 from llm4rec.ctr.models import build_model
 from llm4rec.ctr.train import TrainReport, fit, predict_proba
 from llm4rec.data.tables import RecDataset, apply_label
+from llm4rec.devices import resolve_device
 from llm4rec.errors import DataError
 from llm4rec.eval.results import ResultRow, score
 
@@ -64,8 +65,10 @@ def run_random_split(
     dataset: RecDataset, config: CtrConfig, seed: int | None = None, progress: bool = True
 ) -> tuple[list[ResultRow], dict[str, TrainReport]]:
     """Every model of ``config`` trained and tested once on the split ``seed`` (default ``config.seed``) draws;
-    the seed also initialises the models and shuffles their batches."""
+    the seed also initialises the models (on the CPU, then moved to ``config.device``) and shuffles their
+    batches."""
     seed = config.seed if seed is None else seed
+    device = resolve_device(config.device, "device")
     interactions, samples = random_split_samples(dataset, config)
     train, val, test = split_rows(len(samples), config.random_split.fractions, seed)
     table: FeatureTable = build_feature_table(
@@ -83,15 +86,15 @@ def run_random_split(
         started = time.perf_counter()
         encoders = table.new_encoders()
         encoders.grow(table, train)  # ids of the train split only; val / test ids unseen there are OOV
-        model = build_model(name, encoders.vocab_sizes(), config.model)
+        model = build_model(name, encoders.vocab_sizes(), config.model).to(device)
         reports[name] = fit(
             model,
-            encoders.encode(table, train),
-            encoders.encode(table, val),
+            encoders.encode(table, train, device),
+            encoders.encode(table, val, device),
             config.train,
             seed=seed,
         )
-        p = predict_proba(model, encoders.encode(table, test), config.train.eval_batch_size)
+        p = predict_proba(model, encoders.encode(table, test, device), config.train.eval_batch_size)
         seconds = time.perf_counter() - started
         row = score(name, PERIOD, table.label[test].astype(int), p, users, warm, seconds, seed=seed)
         log.info("%s random split: AUC %.4f gAUC %.4f LogLoss %.4f", name, row.auc, row.gauc, row.logloss)

@@ -1,9 +1,12 @@
 """The one trainer for every CTR model: BCE on logits, Adam, mini-batches by tensor indexing,
 early stopping on the val split's AUC (the best epoch's weights are kept).
 
-Data arrive as a dict of tensors (see :meth:`FeatureEncoders.encode`); a
-batch is one index tensor applied to each, so no Python runs per sample.
-Shuffling uses its own generator seeded by ``seed``, so a run is repeatable on CPU.
+Data arrive as a dict of tensors (see :meth:`FeatureEncoders.encode`), on
+any device; a batch is one index tensor applied to each, so no Python runs per
+sample and, on a GPU, nothing is copied from the host per batch. Shuffling uses
+its own CPU generator seeded by ``seed`` (the permutation is moved to the data's
+device once per epoch), so a seed shuffles alike on every device and a run is
+repeatable on CPU.
 
 ``model`` is any module mapping a batch to logits: a :class:`CtrModel`, or a
 wrapper that computes a model's parameters (SML's transfer, ASMG's generator);
@@ -119,8 +122,9 @@ def rescaled_ratings(ratings: np.ndarray, scale: tuple[float, float]) -> np.ndar
 
 
 @torch.no_grad()
-def predict_proba(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_size: int = 8192) -> np.ndarray:
-    """P(label = 1) per row, in eval mode (no dropout)."""
+def predict_scores(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_size: int = 8192) -> torch.Tensor:
+    """P(label = 1) per row, float64 on the tensors' device, in eval mode (no dropout). The batches' scores
+    are concatenated where they are computed, so scoring never waits on a GPU batch by batch."""
     was_training = model.training
     model.eval()
     n, device = n_rows(tensors), tensors["label"].device
@@ -129,7 +133,12 @@ def predict_proba(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_siz
         for start in range(0, n, batch_size)
     ]
     model.train(was_training)
-    return torch.cat(out).cpu().numpy() if out else np.empty(0)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64, device=device)
+
+
+def predict_proba(model: CtrModel | torch.nn.Module, tensors: Tensors, batch_size: int = 8192) -> np.ndarray:
+    """:func:`predict_scores` copied to the host once: what the shared metrics read."""
+    return predict_scores(model, tensors, batch_size).cpu().numpy()
 
 
 def _val_score(model: torch.nn.Module, val: Tensors, config: CtrTrainConfig) -> tuple[float, float]:

@@ -14,6 +14,10 @@ selection, so now just data; IU at t learns train_t plus val_{t-1}); early
 stopping watches period t's val split, never a test period.
 Encoders grow on every id of periods 0..t, then the model gains rows for the
 new ids; ids first seen in period t + 1 score through the OOV row.
+
+Everything runs on one device (``device``, resolved by :mod:`llm4rec.devices`): models are built on the CPU,
+so their random initialisation is the CPU's whatever the device, then moved; the tensors of a set of rows are
+copied there once per :meth:`CtrUpdateMethod.encode`; scores come back to the host once per call.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from llm4rec.ctr.models.base import ModelOptions
 from llm4rec.ctr.train import CtrTrainConfig, TrainReport, fit, predict_proba, rescaled_ratings, take
 from llm4rec.data.periods import Timeline
 from llm4rec.data.tables import apply_label
+from llm4rec.devices import resolve_device
 from llm4rec.errors import ConfigError, DataError
 from llm4rec.eval.results import PRETRAINED
 
@@ -64,6 +69,7 @@ class CtrUpdateMethod:
         train: CtrTrainConfig | None = None,
         window: int = 3,
         seed: int = 0,
+        device: torch.device | str | None = "cpu",
     ) -> None:
         check_model_name(model)
         if mode not in MODES:
@@ -71,6 +77,7 @@ class CtrUpdateMethod:
         if window < 1:
             raise ConfigError(f"window: BU-w needs w >= 1, got {window}")
         self.model_name, self.mode, self.window, self.seed = model, mode, window, seed
+        self.device = resolve_device(device, "device")  # None / "auto": accelerate's choice
         self.name = method_name(model, mode, window)
         self.features = features
         self.options = options or ModelOptions()
@@ -112,13 +119,18 @@ class CtrUpdateMethod:
         self.grown_through = max(self.grown_through, period)
         if self.model is None or self.mode == "FR":
             first = 0
-            self.model = build_model(self.model_name, self.encoders.vocab_sizes(), self.options)
+            self.model = self.new_model()
         else:
             first = period if self.mode == "IU" else max(0, period - self.window + 1)
             self.model.grow(self.encoders.vocab_sizes())
         train_rows = timeline.training_positions(first, period)
         val_rows = np.flatnonzero((periods == period) & ~is_train)
         self.reports[period] = self.train_period(timeline, period, train_rows, val_rows)
+
+    def new_model(self) -> CtrModel:
+        """A fresh model for the encoders' vocabulary, initialised on the CPU (torch's CPU random stream, so a
+        seed gives the same initial weights on every device) and moved to the method's device."""
+        return build_model(self.model_name, self.encoders.vocab_sizes(), self.options).to(self.device)
 
     def train_period(
         self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
@@ -138,11 +150,13 @@ class CtrUpdateMethod:
         """Called by the trainer after each epoch of :meth:`train_period`; nothing by default."""
 
     def encode(self, rows: np.ndarray) -> dict:
-        """The model's tensors of ``rows``; for the rating task the label is the rating rescaled to [0, 1]."""
-        tensors = self.encoders.encode(self.features, rows)
+        """The model's tensors of ``rows``, on the method's device; for the rating task the label is the rating
+        rescaled to [0, 1]."""
+        tensors = self.encoders.encode(self.features, rows, self.device)
         if self.train_config.task == "rating":
             ratings = self.features.rating[np.asarray(rows, dtype=np.int64)]
-            tensors["label"] = torch.from_numpy(rescaled_ratings(ratings, self.train_config.rating_scale))
+            label = rescaled_ratings(ratings, self.train_config.rating_scale)
+            tensors["label"] = torch.from_numpy(label).to(self.device)
         return tensors
 
     @property
@@ -186,14 +200,13 @@ class CtrUpdateMethod:
         was_training = model.training
         model.eval()
         hidden, probability = [], []
-        for start in range(0, len(tensors["label"]), self.train_config.eval_batch_size):
-            batch = take(
-                tensors, torch.arange(start, min(start + self.train_config.eval_batch_size, len(tensors["label"])))
-            )
+        n, size = len(tensors["label"]), self.train_config.eval_batch_size
+        for start in range(0, n, size):
+            batch = take(tensors, torch.arange(start, min(start + size, n), device=self.device))
             h, extra = model.parts(batch)
             hidden.append(h.double())
             probability.append(torch.sigmoid(model.output(h).squeeze(-1) + extra).double())
         model.train(was_training)
         if not hidden:
             return np.empty((0, model.hidden_dim)), np.empty(0)
-        return torch.cat(hidden).numpy(), torch.cat(probability).numpy()
+        return torch.cat(hidden).cpu().numpy(), torch.cat(probability).cpu().numpy()  # one copy each

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from llm4rec.ctr.features import FeatureTable, known_by
 from llm4rec.ctr.models.base import ModelOptions
-from llm4rec.ctr.train import CtrTrainConfig, LossFn, TrainReport, fit, predict_proba
+from llm4rec.ctr.train import CtrTrainConfig, LossFn, TrainReport, fit, predict_scores
 from llm4rec.ctr.updates import CtrUpdateMethod
 from llm4rec.data.periods import Timeline
 from llm4rec.incremental.config import IncCtrConfig
@@ -52,20 +52,23 @@ class IncCtrMethod(CtrUpdateMethod):
         train: CtrTrainConfig | None = None,
         distill: IncCtrConfig | None = None,
         seed: int = 0,
+        device: torch.device | str | None = "cpu",
     ) -> None:
-        super().__init__(model, "IU", features, options, train, seed=seed)
+        super().__init__(model, "IU", features, options, train, seed=seed, device=device)
         self.distill = distill or IncCtrConfig()
         self.name = f"{model}-IncCTR"
+        self.teacher: torch.nn.Module | None = None  # the last fit's teacher (on the method's device)
 
     def train_period(
         self, timeline: Timeline, period: int, train_rows: np.ndarray, val_rows: np.ndarray
     ) -> TrainReport:
         if self.pretraining:  # no earlier model to learn from
             return super().train_period(timeline, period, train_rows, val_rows)
-        teacher = copy.deepcopy(self.model)  # the model trained through t - 1 (grown, but see known_by)
+        self.teacher = copy.deepcopy(self.model)  # the model trained through t - 1 (grown, but see known_by)
         train = self.encode(train_rows)
         as_seen = known_by(train, self.previous_vocab)
-        train[TEACHER] = torch.from_numpy(predict_proba(teacher, as_seen, self.train_config.eval_batch_size)).float()
+        # Computed once, on the device, where the batches read them.
+        train[TEACHER] = predict_scores(self.teacher, as_seen, self.train_config.eval_batch_size).float()
         return fit(
             self.model,
             train,

@@ -32,6 +32,9 @@ A new id enters older models' sequences with its first known value (see
 as the model before it knew them (new ids through the OOV row). The GRU starts from a warm start that
 copies its newest input (:func:`~llm4rec.incremental.params.warm_start`): a randomly initialised generator
 outputs noise, and this protocol has too few periods to train that away.
+
+The generator is initialised on the CPU (its own seeded stream) and moved to the base model's device; the
+model sequence, the GRU states and the meta training's batches live there too.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ class GruMetaGenerator(nn.Module):
         for name in self.names:
             cell, is_table = self.cells[_key(name)], name in self.tables
             groups, rows = as_rows(sequence[-1][name], is_table).T.shape
-            h = torch.zeros(groups, rows, self.hidden)
+            h = sequence[-1][name].new_zeros(groups, rows, self.hidden)
             if state is not None:  # ids new since the state was taken start from zero
                 h[:, : state[name].shape[1]] = state[name]
             for step, params in enumerate(sequence):
@@ -183,10 +186,11 @@ class AsmgMethod(CtrUpdateMethod):
         train: CtrTrainConfig | None = None,
         meta: AsmgConfig | None = None,
         seed: int = 0,
+        device: torch.device | str | None = "cpu",
     ) -> None:
         if generator not in GENERATORS:
             raise ConfigError(f"ASMG generator {generator!r} is unknown; available: {list(GENERATORS)}")
-        super().__init__(model, "IU", features, options, train, seed=seed)
+        super().__init__(model, "IU", features, options, train, seed=seed, device=device)
         self.kind, self.meta = generator, meta or AsmgConfig()
         self.name = f"{model}-ASMG-{generator}"
         self.snapshots: list[Snapshot] = []
@@ -223,10 +227,12 @@ class AsmgMethod(CtrUpdateMethod):
     def _new_generator(self) -> GruMetaGenerator | LinearMetaGenerator:
         params, tables = self.snapshots[-1].params, table_names(self.model)
         groups = {name: as_rows(value, name in tables).shape[1] for name, value in params.items()}
-        with own_random_state(self.fit_seed(self.snapshots[-1].period)):
+        with own_random_state(self.fit_seed(self.snapshots[-1].period)):  # drawn on the CPU, then moved
             if self.kind == "GRU":
-                return GruMetaGenerator(groups, tables, self.meta.hidden_size)
-            return LinearMetaGenerator(groups, tables, self.meta.sequence_length)
+                generator = GruMetaGenerator(groups, tables, self.meta.hidden_size)
+            else:
+                generator = LinearMetaGenerator(groups, tables, self.meta.sequence_length)
+        return generator.to(self.device)
 
     def _run(self, sequence: list[Params], first: int) -> tuple[list[Params], list[Params]]:
         """Generated parameters per step (GRU: all steps; Linear: the last only) and GRU states per step."""
@@ -290,7 +296,10 @@ class AsmgMethod(CtrUpdateMethod):
         n_batches = max(1, math.ceil(len(targets[-1]["label"]) / config.batch_size))
         best, best_state, stale, val_auc = -math.inf, None, 0, []
         for _ in range(self.meta.epochs):
-            orders = [torch.randperm(len(t["label"]), generator=shuffle).tensor_split(n_batches) for t in targets]
+            orders = [  # shuffled on the CPU (the same order on every device), moved once per epoch
+                torch.randperm(len(t["label"]), generator=shuffle).to(self.device).tensor_split(n_batches)
+                for t in targets
+            ]
             for b in range(n_batches):
                 outputs = self._run(sequence, first)[0][-len(targets) :]
                 loss = sum(
@@ -304,7 +313,7 @@ class AsmgMethod(CtrUpdateMethod):
                 optimizer.step()
             with torch.no_grad():
                 candidate = with_parameters(self.model, self._run(sequence, first)[0][-1])
-            y, p = val["label"].numpy(), predict_proba(candidate, val, config.eval_batch_size)
+            y, p = val["label"].cpu().numpy(), predict_proba(candidate, val, config.eval_batch_size)
             auc = metrics.auc(y, p)
             score = auc if not math.isnan(auc) else -metrics.logloss(y, p)
             val_auc.append(round(auc, 5) if not math.isnan(auc) else None)

@@ -15,6 +15,10 @@ The memory is emptied whenever the base model is updated (errors are relative
 to one base model), or never (``reset: never``); after an update it can be
 filled with the updated model's errors on the period's val split, the newest
 labelled data (``prefill_val``).
+
+The memory lives on the host (numpy), whatever device the base runs on: the base hands over the hidden vectors
+and probabilities of a whole frame of samples in one copy (``hidden_and_proba``), and the stream's batches
+are slices of those host arrays, so streaming never waits on the device batch by batch.
 """
 
 from __future__ import annotations

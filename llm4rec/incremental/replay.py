@@ -16,6 +16,10 @@ replay, ``ratio`` x |new| of them per period (``megg_ratio`` x |new| for MEGG):
   gradients come from :func:`torch.func.vmap` over :func:`torch.func.grad`, in chunks. As in the paper,
   both gradients come from the previous period's penultimate-epoch weights, not its final (best) model:
   a snapshot one epoch short of convergence, which the paper finds more robust to noisy samples.
+
+The reservoirs hold row numbers (numpy, on the host: bookkeeping, seeded by the method's own generator); the
+candidates' tensors, the snapshot and the gradients live on the method's device, and a pool's GGscores are
+summed there and copied to the host once.
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ def reference_gradient(
     was_training = model.training
     model.eval()
     for start in range(0, n, batch_size):
-        batch = take(pool, torch.arange(start, min(start + batch_size, n)))
+        batch = take(pool, torch.arange(start, min(start + batch_size, n), device=pool["label"].device))
         loss = pointwise_loss(task, model(batch), batch["label"], reduction="sum") / n
         for name, g in zip(names, torch.autograd.grad(loss, [params[m] for m in names]), strict=True):
             total[name] += g
@@ -156,7 +160,7 @@ def own_rows(chunk: Tensors) -> tuple[dict[str, torch.Tensor], Tensors]:
     sample's own user / item (also where the item recurs in its history); padding stays 0, so masks hold.
     """
     user, item, history = chunk["user"], chunk["item"], chunk["history"]
-    slots = 2 + torch.arange(history.shape[1]).expand_as(history)
+    slots = 2 + torch.arange(history.shape[1], device=history.device).expand_as(history)
     local = dict(chunk)
     local["user"], local["item"] = torch.ones_like(user), torch.ones_like(item)
     local["history"] = torch.where(history == PAD, PAD, torch.where(history == item[:, None], 1, slots))
@@ -180,30 +184,30 @@ def ggscores(model: CtrModel, pool: Tensors, chunk_size: int = 256, task: str = 
     def sample_loss(offsets: dict, final_params: dict, rows: dict, sample: Tensors) -> torch.Tensor:
         params = dict(base)
         for name, vocab in tables.items():
-            own = (torch.arange(rows[vocab].shape[0]) == 1).to(offsets[name].dtype)
+            own = (torch.arange(rows[vocab].shape[0], device=offsets[name].device) == 1).to(offsets[name].dtype)
             params[name] = base[name][rows[vocab]] + own[:, None] * offsets[name][None, :]
         params.update(final_params)
         batch = {key: value.unsqueeze(0) for key, value in sample.items()}
         return pointwise_loss(task, functional_call(model, params, (batch,)), batch["label"])
 
     per_sample = vmap(grad(sample_loss, argnums=(0, 1)), in_dims=(None, None, 0, 0))
-    offsets = {name: torch.zeros(base[name].shape[1]) for name in tables}
+    offsets = {name: base[name].new_zeros(base[name].shape[1]) for name in tables}
     final_params = {name: base[name] for name in final}
-    n, scores = len(pool["label"]), []
+    n, scores, device = len(pool["label"]), [], pool["label"].device
     was_training = model.training
     model.eval()  # no dropout: a sample's gradient must not depend on the chunk it falls in
     for start in range(0, n, chunk_size):
-        chunk = take(pool, torch.arange(start, min(start + chunk_size, n)))
+        chunk = take(pool, torch.arange(start, min(start + chunk_size, n), device=device))
         rows, local = own_rows(chunk)
         row_grads, final_grads = per_sample(offsets, final_params, rows, local)
-        score = torch.zeros(len(chunk["label"]), dtype=torch.float64)
+        score = torch.zeros(len(chunk["label"]), dtype=torch.float64, device=device)
         for name, vocab in tables.items():
             score += (row_grads[name] * reference[name][chunk[vocab]]).sum(-1).double()
         for name in final:
             score += (final_grads[name] * reference[name]).flatten(1).sum(-1).double()
         scores.append(score)
     model.train(was_training)
-    return torch.cat(scores).numpy() if scores else np.empty(0)
+    return torch.cat(scores).cpu().numpy() if scores else np.empty(0)  # one copy for the whole pool
 
 
 class ReplayMethod(CtrUpdateMethod):
@@ -223,10 +227,11 @@ class ReplayMethod(CtrUpdateMethod):
         train: CtrTrainConfig | None = None,
         replay: ReplayConfig | None = None,
         seed: int = 0,
+        device: torch.device | str | None = "cpu",
     ) -> None:
         if selection not in SELECTIONS:
             raise ConfigError(f"replay selection {selection!r} is unknown; available: {list(SELECTIONS)}")
-        super().__init__(model, "IU", features, options, train, seed=seed)
+        super().__init__(model, "IU", features, options, train, seed=seed, device=device)
         self.selection, self.replay = selection, replay or ReplayConfig()
         self.name = f"{model}-{selection}"
         self.rng = np.random.default_rng([seed, 2018])

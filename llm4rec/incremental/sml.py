@@ -22,7 +22,8 @@ At fit(t), with no test data:
 
 The first incremental period has no pair to train f on, so it is plain IU (W_t = W_hat_t); f is created at
 the next period with a warm start that makes it output W_new (see
-:func:`~llm4rec.incremental.params.warm_start`) and then trained as above.
+:func:`~llm4rec.incremental.params.warm_start`) and then trained as above. f is initialised on the CPU (its own
+seeded stream) and moved to the base model's device, where the pairs of parameters are kept.
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ class SmlMethod(CtrUpdateMethod):
         train: CtrTrainConfig | None = None,
         sml: SmlConfig | None = None,
         seed: int = 0,
+        device: torch.device | str | None = "cpu",
     ) -> None:
-        super().__init__(model, "IU", features, options, train, seed=seed)
+        super().__init__(model, "IU", features, options, train, seed=seed, device=device)
         self.sml = sml or SmlConfig()
         self.name = f"{model}-SML"
         self.transfer: TransferModule | None = None
@@ -204,8 +206,8 @@ class SmlMethod(CtrUpdateMethod):
         pair, report = self.pair, {}
         if self.transfer is None:
             shapes = {name: value.shape for name, value in pair.new.items()}
-            with own_random_state(self.fit_seed(period)):
-                self.transfer = TransferModule(shapes, table_names(self.model), self.sml)
+            with own_random_state(self.fit_seed(period)):  # drawn on the CPU, then moved
+                self.transfer = TransferModule(shapes, table_names(self.model), self.sml).to(self.device)
             report["warm_start_error"] = warm_start(
                 self.transfer,
                 lambda: self.transfer(pair.previous, pair.new),

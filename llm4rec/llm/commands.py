@@ -222,9 +222,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         template = load_template(args.template or template_for_dataset(config.name))
     cutoff = cutoff or DEFAULT_CUTOFF
-    import torch
+    from llm4rec.devices import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, "--device")
     backbone_config = BackboneConfig(
         args.model or "", dtype=args.dtype, trust_remote_code=args.trust_remote_code, gguf_file=args.gguf_file
     )
@@ -362,7 +362,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--cutoff", type=int, help=f"prompt token limit (default: the adapter's, else {DEFAULT_CUTOFF})"
     )
     predict.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass (default 64)")
-    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    predict.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto: cuda when available)")
     predict.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     predict.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

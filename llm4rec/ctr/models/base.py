@@ -66,6 +66,7 @@ class GrowingEmbedding(nn.Module):
         self.weight = nn.Parameter(self._new_rows(num, start=0))
 
     def _new_rows(self, num: int, start: int) -> torch.Tensor:
+        """Rows drawn on the CPU (torch's CPU random stream: the same rows whatever device the table is on)."""
         rows = torch.randn(num, self.dim) * INIT_STD
         special = [index - start for index in (PAD, OOV) if start <= index < start + num]
         rows[special] = 0.0
@@ -76,7 +77,7 @@ class GrowingEmbedding(nn.Module):
         return self.weight.shape[0]
 
     def grow(self, num: int) -> None:
-        """Append rows up to ``num``; existing rows keep their values and indices."""
+        """Append rows up to ``num``, on the table's device; existing rows keep their values and indices."""
         if num > self.num:
             extra = self._new_rows(num - self.num, start=self.num).to(self.weight)
             self.weight = nn.Parameter(torch.cat([self.weight.data, extra]))
