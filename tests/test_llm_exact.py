@@ -270,3 +270,32 @@ def test_sentencepiece_and_protobuf_are_declared():
     dependencies = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     names = set(re.findall(r'^\s*"([A-Za-z0-9_.-]+)', dependencies, flags=re.M))
     assert {"sentencepiece", "protobuf", "gguf"} <= names
+
+
+# ---------------------------------------------------------------- attention per phase
+
+
+def test_cpu_training_steps_run_eager_attention_and_scoring_keeps_the_models(backbone, planted_timeline,
+                                                                               movie_template):  # fmt: skip
+    """train.attention: auto runs the training forwards eagerly on a CPU (SDPA's backward is slow there), the
+    val scoring with the model's own SDPA, and leaves the model as it found it; an unknown name is refused."""
+    train = period_samples(backbone, planted_timeline, movie_template, 1, "train")
+    val = period_samples(backbone, planted_timeline, movie_template, 1, "val")
+    torch.manual_seed(0)
+    model = attach_lora(backbone.model, LoraSettings(r=4, dropout=0.0))
+    base = model.get_base_model()
+    assert base.config._attn_implementation == "sdpa"
+    seen = []  # (training mode, attention) of each forward
+    hook = base.model.register_forward_pre_hook(
+        lambda m, a: seen.append((m.training, base.config._attn_implementation))
+    )
+    try:
+        config = LoraTrainConfig(epochs=1, batch_size=16, max_train_samples=32, max_val_samples=16)
+        train_lora(model, backbone.tokenizer, backbone.answer_ids, train, val, config, progress=False)
+    finally:
+        hook.remove()
+    assert {a for training, a in seen if training} == {"eager"}
+    assert {a for training, a in seen if not training} == {"sdpa"}
+    assert base.config._attn_implementation == "sdpa"
+    with pytest.raises(ConfigError, match="train.attention"):
+        LoraTrainConfig(attention="flash")

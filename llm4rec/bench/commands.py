@@ -62,6 +62,7 @@ def llm_settings(args: argparse.Namespace, arch: str):
         n=args.n,
         batch_sizes=args.batch_sizes,
         train_batch_size=args.train_batch_size,
+        lora_dropout=args.lora_dropout,
         train_steps=args.train_steps,
         warmup_steps=args.warmup_steps,
         lsat_batch_size=args.lsat_batch_size,
@@ -143,6 +144,13 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
         "--batch-sizes", type=_int_list, default=[8, 32, 64], help="scoring batch sizes (default 8,32,64)"
     )
     group.add_argument("--train-batch-size", type=int, default=16, help="LoRA training batch size (default 16)")
+    group.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=0.0,
+        help="LoRA dropout of the trained adapters (default 0, the configs' value: training shares the prompt "
+        "prefix exactly; TALLRec's 0.05 makes every row run whole)",
+    )
     group.add_argument("--train-steps", type=int, default=4, help="timed training steps per run (default 4)")
     group.add_argument("--warmup-steps", type=int, default=1, help="untimed training steps before them (default 1)")
     group.add_argument("--lsat-batch-size", type=int, default=32, help="LSAT inference batch size (default 32)")
@@ -169,7 +177,8 @@ def _add_llm_options(parser: argparse.ArgumentParser) -> None:
         "--no-ablation",
         dest="ablation",
         action="store_false",
-        help="skip ours with the other shared-prefix setting (scoring without it, training with it always)",
+        help="skip ours with the other shared-prefix setting (scoring and training without it, or training with it "
+        "always under LoRA dropout) and, in training, with the model's own attention",
     )
     group.add_argument(
         "--peak-tflops", type=float, help="device peak for MFU (default: 989 on H100/H200 in bf16/fp16, else no MFU)"

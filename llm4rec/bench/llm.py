@@ -146,7 +146,8 @@ def bench_scoring(bench: LlmBench) -> list[dict]:
 # ---------------------------------------------------------------- LoRA training
 
 
-def our_training_run(bench: LlmBench, timing: Timing, share_prompt_prefix: str = "exact") -> None:
+def our_training_run(bench: LlmBench, timing: Timing, share_prompt_prefix: str = "exact",
+                     attention: str = "auto") -> None:  # fmt: skip
     """``train_lora`` on a fresh adapter: a warm-up run, then the measured one (its own clock, evaluation out)."""
     from llm4rec.llm.train import LoraSettings, LoraTrainConfig, attach_lora, train_lora
 
@@ -161,10 +162,11 @@ def our_training_run(bench: LlmBench, timing: Timing, share_prompt_prefix: str =
         eval_batch_size=batch_size,
         mixed_precision=settings.mixed_precision,
         share_prompt_prefix=share_prompt_prefix,
+        attention=attention,
         seed=settings.seed,
     )
     val = data.head(batch_size).as_samples()
-    model = attach_lora(bench.model, LoraSettings())
+    model = attach_lora(bench.model, LoraSettings(dropout=settings.lora_dropout))
     try:
         measured = data.head(steps * batch_size)
         with contextlib.redirect_stdout(sys.stderr):  # its evaluation lines; stdout carries the JSON lines
@@ -189,7 +191,7 @@ def peer_training_run(bench: LlmBench, timing: Timing) -> None:
 
     settings, data = bench.settings, bench.data
     batch_size, warmup, steps = settings.train_batch_size, settings.warmup_steps, settings.train_steps
-    model = attach_lora(bench.model, LoraSettings())
+    model = attach_lora(bench.model, LoraSettings(dropout=settings.lora_dropout))
     output_dir = tempfile.mkdtemp(prefix="llm4rec-peer-")
     try:
         trainer, collator, clock = peer_trainer(
@@ -216,8 +218,13 @@ def peer_training_run(bench: LlmBench, timing: Timing) -> None:
 def bench_training(bench: LlmBench) -> list[dict]:
     settings = bench.settings
     runs = {"ours": our_training_run, "peer-trainer": peer_training_run}
-    if settings.ablation:  # LoRA dropout is on (0.05, as TALLRec's), so by default ("exact") ours runs it whole
+    if settings.ablation and settings.lora_dropout > 0:  # "exact" runs every row whole under dropout
         runs["ours, shared prefix (always)"] = lambda b, t: our_training_run(b, t, share_prompt_prefix="always")
+    elif settings.ablation:  # dropout 0: "exact" shares the prefix
+        runs["ours, no shared prefix"] = lambda b, t: our_training_run(b, t, share_prompt_prefix="never")
+    if settings.ablation:
+        # train.attention: auto runs eager attention on a CPU; this one keeps the model's own (SDPA by default)
+        runs["ours, the model's attention"] = lambda b, t: our_training_run(b, t, attention="model")
     timings = {name: Timing() for name in runs}
     for _ in range(settings.repeats):
         for name, run in runs.items():

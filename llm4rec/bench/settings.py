@@ -29,6 +29,7 @@ class LlmBenchSettings:
     n: int = 128  # prompts per scoring measurement
     batch_sizes: list[int] = field(default_factory=lambda: [8, 32, 64])
     train_batch_size: int = 16
+    lora_dropout: float = 0.0  # the configs' value: with dropout 0 training shares the prompt prefix exactly
     train_steps: int = 4  # measured optimizer steps per training run
     warmup_steps: int = 1  # untimed steps before them
     lsat_batch_size: int = 32
@@ -39,7 +40,8 @@ class LlmBenchSettings:
     shared_prefix: int = 69  # synthetic prompts' common beginning (the instruction)
     prompts: str | None = None  # a backbone directory: real ML-100K prompts tokenized by its tokenizer
     compile: bool = False  # also score through torch.compile(model)
-    ablation: bool = True  # also measure ours with the other shared-prefix setting (scoring: off; training: always)
+    ablation: bool = True  # also ours with the other shared-prefix setting (scoring: off; training: off, or always
+    # under LoRA dropout) and, in training, with the model's own attention instead of train.attention: auto
     peak_tflops: float | None = None  # None: the H100/H200 bf16 dense peak on those GPUs, else no MFU
     seed: int = 0
 
@@ -55,6 +57,8 @@ class LlmBenchSettings:
             raise ConfigError(f"--peers: unknown {unknown}; expected a subset of {', '.join(PEERS)}")
         if self.lsat_n is not None and not 1 <= self.lsat_n <= self.n:
             raise ConfigError(f"--lsat-n: expected 1 to --n ({self.n}), got {self.lsat_n}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora-dropout: expected a value in [0, 1), got {self.lora_dropout}")
         for name in ("n", "train_batch_size", "train_steps", "lsat_batch_size", "repeats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
