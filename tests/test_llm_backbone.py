@@ -127,3 +127,26 @@ def test_pretraining_loss_is_the_causal_lm_loss_plus_the_weighted_answer(tiny_ba
             weights.append(4.0 if k + 1 == int(answer_at[row]) else 1.0)
     expected = sum(t * w for t, w in zip(terms, weights, strict=True)) / sum(weights)
     assert abs(float(weighted) - float(expected)) < 1e-5
+
+
+@pytest.mark.parametrize(("fp32_ms", "bf16_ms", "expected"), [(6.9, 0.75, torch.bfloat16), (1.0, 5.0, torch.float32),
+                                                              (1.0, 0.9, torch.float32)])  # fmt: skip
+def test_dtype_fastest_takes_bf16_on_a_cpu_only_where_it_measures_faster(monkeypatch, fp32_ms, bf16_ms, expected):
+    """``dtype: fastest`` times a matmul in both dtypes (not the CPU flags: an AMD EPYC with AVX512-BF16 ran
+    SmolLM2 slower in bf16) and takes bf16 only when it is at least 1.2x faster; ``auto`` stays fp32 on a CPU."""
+    from llm4rec.llm import backbone as backbone_module
+
+    timings = {torch.float32: fp32_ms / 1e3, torch.bfloat16: bf16_ms / 1e3}
+    monkeypatch.setattr(backbone_module, "_matmul_seconds", lambda dtype: timings[dtype])
+    backbone_module.cpu_bf16_pays.cache_clear()
+    try:
+        assert backbone_module.resolve_dtype("fastest", torch.device("cpu")) == expected
+        assert backbone_module.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    finally:
+        backbone_module.cpu_bf16_pays.cache_clear()
+
+
+def test_the_matmul_timing_is_a_positive_duration():
+    from llm4rec.llm.backbone import _matmul_seconds
+
+    assert 0 < _matmul_seconds(torch.float32, repeats=1) < 5

@@ -12,6 +12,7 @@ instead of minutes of retries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -36,7 +37,9 @@ META_FILE = "llm4rec.json"  # written beside scratch backbones and adapters
 @dataclass
 class BackboneConfig:
     model_name_or_path: str = ""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA that has it, else fp32
+    # auto: bf16 on CUDA that has it, else fp32; fastest: as auto on CUDA, and on a CPU bf16 where a matmul of
+    # SmolLM2's shape measures it faster than fp32 (resolve_dtype), else fp32
+    dtype: Literal["auto", "fastest", "float32", "bfloat16", "float16"] = "auto"
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: flash-attn-2 if installed
     quantization: Literal["none", "4bit", "8bit"] = "none"  # bitsandbytes, CUDA only
     trust_remote_code: bool = False
@@ -81,11 +84,56 @@ class Backbone:
     answer_tokens: dict[int, list[int]] | None = None  # label -> the whole answer + EOS (train_on_inputs)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX, which torch's oneDNN uses)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _matmul_seconds(dtype: torch.dtype, repeats: int = 5) -> float:
+    """Best-of-``repeats`` time of one [1024, 576] x [576, 1536] matmul (SmolLM2's MLP shape) in ``dtype``."""
+    import time
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1024, 576, generator=generator).to(dtype)
+    w = torch.randn(1536, 576, generator=generator).to(dtype)
+    torch.nn.functional.linear(x, w)  # warm-up: kernel selection, first-touch of the buffers
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@functools.cache
+def cpu_bf16_pays() -> bool:
+    """Whether bf16 runs this CPU's matmuls at least 1.2x faster than fp32, measured once per process (0.1 s).
+
+    Measured rather than read from the CPU flags: on an Intel Xeon with AMX, bf16 scores SmolLM2 3.1x faster
+    than fp32, while an AMD EPYC of an earlier session scored it 5x *slower* (BENCHMARKS.md)."""
+    fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)
+    pays = bf16 * 1.2 <= fp32
+    log.info(
+        "backbone.dtype fastest: a matmul takes %.2f ms in fp32, %.2f ms in bf16 on this CPU: %s",
+        fp32 * 1e3, bf16 * 1e3, "bfloat16" if pays else "float32",
+    )  # fmt: skip
+    return pays
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
+    """``auto``: bf16 on a CUDA GPU that has it, else fp32 (also on a CPU, as the tests' tiny models want).
+    ``fastest``: as ``auto`` on a GPU; on a CPU bf16 where it measures faster (:func:`cpu_bf16_pays`)."""
+    if name in ("auto", "fastest"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if name == "fastest" and device.type == "cpu" and cpu_bf16_pays():
+            return torch.bfloat16
         return torch.float32
+    if name == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning(
+            "backbone.dtype: bfloat16 on a CPU without AVX512-BF16 or AMX is emulated and slower than float32; "
+            "set backbone.dtype: float32 on this machine"
+        )
     return getattr(torch, name)
 
 

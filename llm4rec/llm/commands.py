@@ -363,7 +363,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass (default 64)")
     predict.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto: cuda when available)")
-    predict.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    predict.add_argument("--dtype", default="auto", choices=["auto", "fastest", "float32", "bfloat16", "float16"])
     predict.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code (off by default)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
