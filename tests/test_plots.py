@@ -71,3 +71,31 @@ def test_many_methods_of_few_models_split_by_model_and_seeds_are_averaged(tmp_pa
     assert len(averaged) == len(rows(["A", "B"]))  # one row per (method, period), not per seed
     assert averaged[0].auc == pytest.approx(seeded[0].auc + 0.005)
     plot_mean_metric(seeded, tmp_path / "mean.png")
+
+
+def test_per_period_points_of_several_seeds_get_one_std_error_bars(tmp_path, monkeypatch):
+    """A method run with 2 seeds gets an error bar of its seed std at each period (numpy's std of the two
+    AUCs, as the tables give); a one-seed method gets none; the plot is still a PNG."""
+    import numpy as np
+    from matplotlib.axes import Axes
+
+    from llm4rec.eval.plots import _seed_spread
+
+    two_seeds = []
+    for seed, shift in ((0, 0.0), (1, 0.04)):
+        for period in (8, 9):
+            auc = 0.55 + shift + 0.01 * period
+            two_seeds.append(ResultRow("LLM-FT", period, "test", 100, auc, auc, 0.6, auc, float("nan"), 1.0,
+                                       seed=seed))  # fmt: skip
+    one_seed = [ResultRow("Popularity", p, "test", 100, 0.68, 0.68, 0.6, 0.68, float("nan"), 0.1) for p in (8, 9)]
+    all_rows = with_means(two_seeds + one_seed)
+    spread = _seed_spread(all_rows, "auc")
+    assert spread[("LLM-FT", 8)] == pytest.approx(np.std([0.63, 0.67], ddof=1))
+    assert not any(method == "Popularity" for method, _ in spread)
+    drawn = []
+    original = Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, **kw: drawn.append((list(x), kw["yerr"])) or
+                        original(self, x, y, **kw))  # fmt: skip
+    path = plot_metric_per_period(all_rows, tmp_path / "p.png", highlight={"LLM": ["LLM-FT"], "ref": ["Popularity"]})
+    assert drawn == [([8, 9], [pytest.approx(spread[("LLM-FT", 8)])] * 2)]
+    assert matplotlib.image.imread(path).ndim == 3

@@ -49,6 +49,22 @@ def _seed_means(rows: list[ResultRow]) -> list[ResultRow]:
     ]
 
 
+def _seed_spread(rows: list[ResultRow], metric: str) -> dict[tuple, float]:
+    """(method, period) -> the std over seeds of ``metric``, for methods run with more than one seed."""
+    return {
+        (s.method, s.period): s.std[metric]
+        for s in across_seeds(rows)
+        if len(s.seeds) > 1 and s.std.get(metric) is not None and not math.isnan(s.std[metric])
+    }
+
+
+def _error_bars(axes, x, y, errors, colour, width: float) -> None:
+    """One std over the seeds at each point that has one (methods with a single seed get none)."""
+    if any(e is not None for e in errors):
+        axes.errorbar(x, y, yerr=[e or 0.0 for e in errors], fmt="none", ecolor=colour, capsize=3, lw=width,
+                      alpha=0.8)  # fmt: skip
+
+
 def _metric_label(metric: str) -> str:
     return "gAUC" if metric == "gauc" else ("LogLoss" if metric == "logloss" else metric.upper())
 
@@ -63,12 +79,14 @@ def plot_metric_per_period(
     """One line per method: ``metric`` on each tested period (mean over seeds); many methods split into panels.
 
     ``highlight`` = {"LLM": [...], "CTR": [...]} draws the two kinds in one panel, each in its own style and
-    legend (the first kind solid and bold, the second dashed).
+    legend (the first kind solid and bold, the second dashed), each point of a method run with several seeds
+    with an error bar of one std over the seeds.
     """
+    spread = _seed_spread(rows, metric)
     rows = _seed_means(rows)
     methods = list(dict.fromkeys(r.method for r in rows if r.period != MEAN))
     if highlight:
-        return _plot_kinds_per_period(rows, methods, highlight, path, metric, title)
+        return _plot_kinds_per_period(rows, methods, highlight, path, metric, title, spread)
     groups = method_groups(methods)
     figure, panels = plt.subplots(
         1, len(groups), figsize=(8 if len(groups) == 1 else 5 * len(groups), 4.5), squeeze=False, sharey=True
@@ -78,7 +96,9 @@ def plot_metric_per_period(
             axes.set_prop_cycle(color=plt.cm.tab20.colors)
         for method in members:
             own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
-            axes.plot([r.period for r in own], [getattr(r, metric) for r in own], marker="o", label=method)
+            x, y = [r.period for r in own], [getattr(r, metric) for r in own]
+            (line,) = axes.plot(x, y, marker="o", label=method)
+            _error_bars(axes, x, y, [spread.get((method, period)) for period in x], line.get_color(), 1.0)
         axes.set_xlabel("tested period (trained through the period before)")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # periods are whole numbers
         axes.set_title(group)
@@ -109,7 +129,7 @@ def _kind_colours(kind_index: int, n: int) -> list:
     return [colours[i % len(colours)] for i in range(n)]
 
 
-def _plot_kinds_per_period(rows, methods, highlight, path, metric, title) -> Path:
+def _plot_kinds_per_period(rows, methods, highlight, path, metric, title, spread=None) -> Path:
     # A kind keeps its style (by its place in ``highlight``) even when another kind has no rows.
     kinds = {kind: (i, [m for m in members if m in methods]) for i, (kind, members) in enumerate(highlight.items())}
     kinds = {kind: (i, members) for kind, (i, members) in kinds.items() if members}
@@ -121,8 +141,10 @@ def _plot_kinds_per_period(rows, methods, highlight, path, metric, title) -> Pat
         handles.append(Line2D([], [], linestyle="none", label=kind))  # a heading line in the legend
         for method, colour in zip(members, _kind_colours(index, len(members)), strict=True):
             own = sorted((r for r in rows if r.method == method and r.period != MEAN), key=lambda r: r.period)
-            (line,) = axes.plot([r.period for r in own], [getattr(r, metric) for r in own], color=colour,
-                                label=method, **style)  # fmt: skip
+            x, y = [r.period for r in own], [getattr(r, metric) for r in own]
+            (line,) = axes.plot(x, y, color=colour, label=method, **style)
+            errors = [(spread or {}).get((method, period)) for period in x]
+            _error_bars(axes, x, y, errors, colour, style["linewidth"] * 0.6)
             handles.append(line)
     # Outside the axes, so no line is hidden; each kind under its own heading.
     legend = axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
