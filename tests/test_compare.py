@@ -64,7 +64,11 @@ def test_the_shipped_experiment_configs_load():
         assert {s.side for s in config.specs} >= {"llm", "ctr"}
         assert config.lsat.samples.test == config.test_samples  # the LLM side is scored on the shared rows
     default = load_experiment(str(paths[1]))
-    assert (default.llm_seeds, default.ctr_seeds, default.tested_periods) == ([0], [0, 1, 2], [7, 8, 9])
+    assert (default.llm_seeds, default.ctr_seeds, default.tested_periods) == ([0, 1, 2], [0, 1, 2], [8, 9])
+    assert (
+        default.lsat.backbone.model_name_or_path == "runs/smollm2-135m"
+        and default.lsat.fetch_backbone == "smollm2-135m"
+    )
 
 
 def test_method_names_parse_for_both_sides():
