@@ -148,7 +148,8 @@ def test_the_llm_families_and_names_come_from_the_catalogue():
     config = from_dict(
         LsatConfig, {"backbone": {"model_name_or_path": "x"}, "task_arithmetic": {"modes": ["ties", "exact"]}}
     )
-    assert llm.FAMILIES == ("FR", "FT", "LSAT")
+    assert llm.FAMILIES == ("FR", "FT", "LSAT", "SD-LoRA", "SD-LoRA-RR", "SD-LoRA-KD")
+    assert llm.DEFAULT_FAMILIES == ("FR", "FT", "LSAT")  # what a config without `methods` runs
     assert config.method_names() == [
         "FR",
         "FT",

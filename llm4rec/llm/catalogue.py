@@ -2,8 +2,8 @@
 
 Each entry is a period method of :mod:`llm4rec.llm.lsat` on one :class:`~llm4rec.llm.session.LoraSession`.
 Its ``name`` is its row in ``llm4rec compare`` (``LLM-FR``), ``lsat_name`` its row in ``llm4rec lsat`` (``FR``),
-and ``family`` what an LSAT config's ``methods`` lists (FR, FT or LSAT; the LSAT family's task-arithmetic rows
-follow ``task_arithmetic.modes``). Every method reads the session's sections (:data:`SHARED_SECTIONS`) and its
+and ``family`` what an LSAT config's ``methods`` lists (FR, FT, LSAT, SD-LoRA, SD-LoRA-RR, SD-LoRA-KD; the LSAT
+family's task-arithmetic rows follow ``task_arithmetic.modes``). Every method reads the session's sections (:data:`SHARED_SECTIONS`) and its
 entry's own; both make up its resume key.
 """
 
@@ -59,6 +59,17 @@ def _task_arithmetic(mode: str):
     return build
 
 
+def _sd_lora(variant: str):
+    def build(session, view: ConfigView):
+        from llm4rec.llm.sd_lora import SdLoraMethod
+
+        return SdLoraMethod(session, view, variant)
+
+    return build
+
+
+SD_LORA_SECTIONS = ("sd_lora.initial_magnitude", "sd_lora.start_from")
+
 _ENTRIES = [
     LlmEntry(
         "LLM-FR", "full retraining: a fresh LoRA on periods 0..t", (), _single("FR", "full_retrain"),
@@ -88,10 +99,25 @@ _ENTRIES = [
         )
         for mode in MERGE_MODES
     ),
+    LlmEntry(
+        "SD-LoRA", "SD-LoRA: earlier periods' LoRAs kept as frozen unit directions with learnt magnitudes, a new LoRA "
+        "per period", SD_LORA_SECTIONS, _sd_lora("SD-LoRA"), lsat_name="SD-LoRA", family="SD-LoRA",
+    ),
+    LlmEntry(
+        "SD-LoRA-RR", "SD-LoRA with ranks reduced for later periods (sd_lora.rank_schedule)",
+        (*SD_LORA_SECTIONS, "sd_lora.rank_schedule"), _sd_lora("SD-LoRA-RR"), lsat_name="SD-LoRA-RR",
+        family="SD-LoRA-RR",
+    ),
+    LlmEntry(
+        "SD-LoRA-KD", "SD-LoRA folding a new direction the earlier ones span into their magnitudes (least squares)",
+        (*SD_LORA_SECTIONS, "sd_lora.kd_threshold"), _sd_lora("SD-LoRA-KD"), lsat_name="SD-LoRA-KD",
+        family="SD-LoRA-KD",
+    ),
 ]  # fmt: skip
 ENTRIES: dict[str, LlmEntry] = {entry.name: entry for entry in _ENTRIES}
 BY_LSAT_NAME: dict[str, LlmEntry] = {entry.lsat_name: entry for entry in _ENTRIES}
-FAMILIES = tuple(dict.fromkeys(entry.family for entry in _ENTRIES))  # FR, FT, LSAT: the run order
+FAMILIES = tuple(dict.fromkeys(entry.family for entry in _ENTRIES))  # FR, FT, LSAT, SD-LoRA...: the run order
+DEFAULT_FAMILIES = ("FR", "FT", "LSAT")  # what an LSAT config runs unless its `methods` says otherwise
 
 
 def entries_of(families: list[str], merge_modes: list[str]) -> list[LlmEntry]:

@@ -9,7 +9,7 @@ from llm4rec.config import check_seed
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
 from llm4rec.llm.backbone import BackboneConfig
-from llm4rec.llm.catalogue import FAMILIES, entries_of
+from llm4rec.llm.catalogue import DEFAULT_FAMILIES, FAMILIES, entries_of
 from llm4rec.llm.ensemble import COMBINES
 from llm4rec.llm.merge import MERGE_MODES, check_weight
 from llm4rec.llm.score import PASSES
@@ -116,6 +116,34 @@ class TaskArithmeticConfig:
 
 
 @dataclass
+class SdLoraConfig:
+    """SD-LoRA and its variants (:mod:`llm4rec.llm.sd_lora`)."""
+
+    initial_magnitude: float = 0.8  # a new period's magnitude when its fit starts (the authors' code: 0.8)
+    # SD-LoRA-RR: the k-th direction's rank, the last value repeating (the paper lowers 10 -> 8 -> 6 over 20 tasks)
+    rank_schedule: list[int] = field(default_factory=lambda: [8, 6, 4])
+    # SD-LoRA-KD: fold a new direction into the earlier magnitudes when the part of it outside their span is below
+    # this share of its norm (ours: independently trained LoRAs are nearly orthogonal, so they are seldom folded)
+    kd_threshold: float = 0.5
+    start_from: str | None = None  # a served SD-LoRA adapter to continue from instead of the first history fit
+
+    def __post_init__(self) -> None:
+        if not self.initial_magnitude > 0:
+            raise ConfigError(f"sd_lora.initial_magnitude: must be > 0, got {self.initial_magnitude}")
+        if not self.rank_schedule or any(isinstance(r, bool) or not isinstance(r, int) for r in self.rank_schedule):
+            raise ConfigError(f"sd_lora.rank_schedule: give the ranks as whole numbers, got {self.rank_schedule}")
+        if min(self.rank_schedule) < 1:
+            raise ConfigError(
+                f"sd_lora.rank_schedule: every rank must be >= 1 (a direction of rank 0 learns nothing), "
+                f"got {self.rank_schedule}"
+            )
+        if not 0 < self.kd_threshold < 1:
+            raise ConfigError(
+                f"sd_lora.kd_threshold: expected a share of the new direction's norm in (0, 1), got {self.kd_threshold}"
+            )
+
+
+@dataclass
 class SampleLimits:
     """Caps that make a CPU run feasible; each draw is seeded, None = everything."""
 
@@ -141,10 +169,11 @@ class LsatConfig:
     cutoff: int = 512
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: LoraTrainConfig = field(default_factory=LoraTrainConfig)
-    methods: list[str] = field(default_factory=lambda: list(FAMILIES))  # families of llm4rec.llm.catalogue
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))  # of llm4rec.llm.catalogue.FAMILIES
     long_term: LongTermConfig = field(default_factory=LongTermConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     task_arithmetic: TaskArithmeticConfig = field(default_factory=TaskArithmeticConfig)
+    sd_lora: SdLoraConfig = field(default_factory=SdLoraConfig)
     samples: SampleLimits = field(default_factory=SampleLimits)
     first_test_period: int | None = None  # default: long_term.periods + 1 (the first short-term period is K)
     last_test_period: int | None = None  # default: the last period

@@ -103,10 +103,7 @@ class LoraSession:
         the candidate to beat, so an update that does not raise the val AUC leaves the old adapter in place.
         ``train_changes``: training settings of this fit only (e.g. its seed and epochs), part of the recipe.
         """
-        train = replace(
-            self.train_config, max_train_samples=max_train_samples, max_val_samples=max_val_samples,
-            **(train_changes or {}),
-        )  # fmt: skip
+        train = self.train_settings(max_train_samples, max_val_samples, train_changes)
         key = self.recipe(
             train=asdict(train),
             train_rows=rows_key(train_rows),
@@ -130,16 +127,38 @@ class LoraSession:
         import torch
 
         from llm4rec.llm.adapters import load_adapter, save_adapter
-        from llm4rec.llm.train import attach_lora, train_lora
+        from llm4rec.llm.train import attach_lora
 
         name = self.slots.name(path, key)
-        started = time.perf_counter()
-        train_set, val_set = self.samples(train_rows), self.samples(val_rows)
         torch.manual_seed(train.seed)  # LoRA's A matrices start random: same recipe, same adapter
         if start_from is None:
             self.model = attach_lora(self.model, self.lora, name)
         else:
             self.model = load_adapter(self.backbone, start_from, name, is_trainable=True)
+        summary = self.fit_active(name, train_rows, val_rows, train, description, keep_start=start_from is not None)
+        self.slots.attached(name, path)
+        self.fits[str(path)] = {**description, **summary}
+        if self.is_main:
+            save_adapter(
+                self.model,
+                path,
+                self.backbone,
+                self.template,
+                self.cutoff,
+                {"recipe_key": key, **description, "lora": asdict(self.lora), "training": summary},
+            )
+        self.wait()
+
+    def fit_active(
+        self, name: str, train_rows, val_rows, train: LoraTrainConfig, description: dict, keep_start: bool
+    ) -> dict:
+        """Train the model's active adapter ``name`` (and any other trainable parameter the model holds, such as
+        SD-LoRA's magnitudes) on ``train_rows``, early-stopped on ``val_rows``: :func:`train_lora`, the one
+        training loop. ``keep_start``: the starting state is a candidate. Returns the fit's summary."""
+        from llm4rec.llm.train import train_lora
+
+        started = time.perf_counter()
+        train_set, val_set = self.samples(train_rows), self.samples(val_rows)
         role = f"{description.get('role', 'adapter')} through period {description.get('period')}"
         n_train = min(len(train_set), train.max_train_samples or len(train_set))
         log.info("training %s on %d of %d samples (%s)", name, n_train, len(train_set), role)
@@ -152,7 +171,7 @@ class LoraSession:
             train,
             self.accelerator,
             self.progress,
-            keep_start=start_from is not None,
+            keep_start=keep_start,
             fit_name=f"{name} ({role})",
             answer_tokens=self.backbone.answer_tokens,
         )
@@ -160,19 +179,13 @@ class LoraSession:
             self.model = self.accelerator.unwrap_model(self.model)
             self.accelerator.free_memory()  # drop accelerate's references to this fit's optimizer and scheduler
         self.model.eval()
-        self.slots.attached(name, path)
-        summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 1)}  # tokenizing included
-        self.fits[str(path)] = {**description, **summary}
-        if self.is_main:
-            save_adapter(
-                self.model,
-                path,
-                self.backbone,
-                self.template,
-                self.cutoff,
-                {"recipe_key": key, **description, "lora": asdict(self.lora), "training": summary},
-            )
-        self.wait()
+        return {**result.summary(), "seconds": round(time.perf_counter() - started, 1)}  # tokenizing included
+
+    def train_settings(self, max_train_samples: int | None, max_val_samples: int | None, changes: dict | None = None):
+        """The session's training settings with this fit's sample caps (and ``changes``)."""
+        return replace(
+            self.train_config, max_train_samples=max_train_samples, max_val_samples=max_val_samples, **(changes or {})
+        )
 
     def load(self, path: Path) -> str:
         """Load the adapter at ``path`` (once) and return its name in the PeftModel."""

@@ -304,26 +304,31 @@ def plan_steps(
 
 
 class BestAdapter:
-    """The adapter state with the best val AUC so far (a copy of its LoRA weights)."""
+    """The trainable state with the best val AUC so far: a copy of every parameter that trains (the active LoRA,
+    plus whatever else the model trains beside it, such as SD-LoRA's magnitudes)."""
 
     def __init__(self, model, adapter: str) -> None:
         self.model, self.adapter = model, adapter
         self.auc, self.step, self.state = -math.inf, 0, None
 
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
     def offer(self, auc: float, step: int) -> bool:
         """Keep the current weights when ``auc`` beats the best so far; True when it did."""
-        from peft import get_peft_model_state_dict
-
         if self.state is not None and not auc > self.auc:
             return False
-        state = get_peft_model_state_dict(self.model, adapter_name=self.adapter)
-        self.auc, self.step, self.state = auc, step, {k: v.detach().clone() for k, v in state.items()}
+        state = {name: p.detach().clone() for name, p in self._trainable().items()}
+        self.auc, self.step, self.state = auc, step, state
         return True
 
+    @torch.no_grad()
     def restore(self) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.model, self.state, adapter_name=self.adapter)
+        trainable = self._trainable()
+        if trainable.keys() != self.state.keys():
+            raise RuntimeError(f"internal: the trainable parameters changed during the fit of {self.adapter!r}")
+        for name, p in trainable.items():
+            p.copy_(self.state[name])
 
 
 class RecentLoss:
