@@ -43,7 +43,7 @@ def valid_names_help() -> str:
     from llm4rec.llm.catalogue import ENTRIES
 
     return (
-        f"LLM methods: {list(ENTRIES)}; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
+        f"LLM methods: {list(ENTRIES)}, each also as <method>+ReLoop2; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
         f"Method in {method_names()}; the reference: {list(REFERENCES)} (`llm4rec methods` lists them all)"
     )
 
@@ -51,12 +51,13 @@ def valid_names_help() -> str:
 def parse_method(name: str) -> MethodSpec:
     """The spec of a row name; unknown names raise ConfigError listing the valid ones."""
     from llm4rec.ctr.catalogue import parse_method as parse_ctr_method
-    from llm4rec.llm.catalogue import ENTRIES
+    from llm4rec.llm.catalogue import entry_of
 
     if name in REFERENCES:
         return MethodSpec(name=name, side="reference")
-    if name in ENTRIES:
-        return MethodSpec(name=name, side="llm", entry=ENTRIES[name])
+    llm_entry = entry_of(name)
+    if llm_entry is not None:
+        return MethodSpec(name=name, side="llm", entry=llm_entry)
     model, sep, method = name.partition("-")
     ctr_method = parse_ctr_method(method) if sep and model in ctr_models() else None
     if ctr_method is None:

@@ -71,8 +71,9 @@ class ReLoop2Method:
         self.base.fit(timeline, period)
         if self.memory is not None and self.config.reset == "on_update":
             self.memory.reset()
-        if self.config.prefill_val:
-            val = timeline.period(period, "val")
+        if self.config.prefill_val:  # the base's own val sample where it keeps one (the LLM side's samples.val)
+            rows_of = getattr(self.base, "prefill_rows", None)
+            val = rows_of(timeline, period) if rows_of is not None else timeline.period(period, "val")
             hidden, probability = self.base.hidden_and_proba(val)
             self._memory(hidden.shape[1]).write(hidden, val["label"].to_numpy(), probability)
         base_report = getattr(self.base, "extra_reports", {}).get(period, {})

@@ -9,6 +9,7 @@ entry's own; both make up its resume key.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from llm4rec.catalogue import ConfigView, MethodEntry, keyed_settings
@@ -115,6 +116,33 @@ _ENTRIES = [
     ),
 ]  # fmt: skip
 ENTRIES: dict[str, LlmEntry] = {entry.name: entry for entry in _ENTRIES}
+MEMORY_SUFFIX = "+ReLoop2"
+MEMORY_HELP = "the LLM method plus ReLoop2's error memory over its last hidden states, served test-then-write"
+
+
+def _with_memory(base: LlmEntry):
+    def build(session, view: ConfigView):
+        from llm4rec.incremental.reloop import ReLoop2Method
+
+        return ReLoop2Method(base.build(session, view), view.reloop2, seed=view.seed)
+
+    return build
+
+
+def entry_of(name: str) -> LlmEntry | None:
+    """The catalogue entry of an LLM row name: an entry's own, or ``<entry>+ReLoop2`` (any LLM method with the
+    CTR side's error memory, :mod:`llm4rec.incremental.reloop`); None for any other name."""
+    if name in ENTRIES:
+        return ENTRIES[name]
+    base = ENTRIES.get(name[: -len(MEMORY_SUFFIX)]) if name.endswith(MEMORY_SUFFIX) else None
+    if base is None:
+        return None
+    return dataclasses.replace(
+        base, name=name, help=f"{base.name} {MEMORY_HELP[len('the LLM method ') :]}",
+        sections=(*base.sections, "reloop2"), build=_with_memory(base), lsat_name=name,
+    )  # fmt: skip
+
+
 BY_LSAT_NAME: dict[str, LlmEntry] = {entry.lsat_name: entry for entry in _ENTRIES}
 FAMILIES = tuple(dict.fromkeys(entry.family for entry in _ENTRIES))  # FR, FT, LSAT, SD-LoRA...: the run order
 DEFAULT_FAMILIES = ("FR", "FT", "LSAT")  # what an LSAT config runs unless its `methods` says otherwise
@@ -168,4 +196,5 @@ def key_settings(entry: LlmEntry, config) -> dict:
 
 def catalogue_rows() -> list[dict]:
     """One row per method for ``llm4rec methods`` and docs/methods.md: its own sections (beside the shared ones)."""
-    return [{"name": e.name, "help": e.help, "sections": list(e.sections)} for e in _ENTRIES]
+    rows = [{"name": e.name, "help": e.help, "sections": list(e.sections)} for e in _ENTRIES]
+    return [*rows, {"name": f"<LLM method>{MEMORY_SUFFIX}", "help": MEMORY_HELP, "sections": ["reloop2"]}]

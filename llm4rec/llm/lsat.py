@@ -114,10 +114,13 @@ def best_weight(val_auc_by_weight: dict[float, float]) -> float:
 
 
 class AdapterMethod:
-    """A period method scored through the session."""
+    """A period method scored through the session from the adapters it serves (:meth:`serving_paths`), whose
+    answer margins :meth:`probabilities` turns into P(Yes). ``hidden_and_proba`` gives the same probabilities
+    with the final hidden states the margins were read from (one pass): what ReLoop2's error memory needs."""
 
     name: str
     scoring_is_stateless = True  # fits read stored adapters, never the scores: a resumed run may skip scoring
+    passes = "one"
 
     def __init__(self, adapters: PeriodAdapters) -> None:
         self.adapters = adapters
@@ -125,8 +128,26 @@ class AdapterMethod:
     def prepare(self, period: int) -> None:
         raise NotImplementedError
 
+    def serving_paths(self) -> list[Path]:
+        return [self.path]
+
+    def probabilities(self, margins: np.ndarray) -> np.ndarray:
+        """P(Yes) from the [len(serving_paths), n] answer margins."""
+        return sigmoid(margins[0])
+
     def score(self, samples: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+        return self.probabilities(self.adapters.session.margins(self.serving_paths(), samples, self.passes))
+
+    def hidden_and_proba(self, samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(hidden vectors [n, H x adapters], P(Yes) [n]): each serving adapter's last-layer hidden state at the
+        scored position, side by side, and the probabilities read from them in the same forward pass."""
+        margins, hidden = self.adapters.session.margins_and_hidden(self.serving_paths(), samples)
+        return np.concatenate(list(hidden), axis=1), self.probabilities(margins)
+
+    def prefill_rows(self, timeline, period: int) -> pd.DataFrame:
+        """The val_t rows a fit selects on (``samples.val`` of them): what an error memory may be filled with."""
+        config = self.adapters.config
+        return _val_sample(timeline.period(period, "val"), config.samples.val, config.seed)
 
     def fit(self, timeline, period: int) -> None:
         self.prepare(period)
@@ -145,9 +166,6 @@ class SingleAdapterMethod(AdapterMethod):
     def prepare(self, period: int) -> None:
         self.path = self.choose(period)
 
-    def score(self, samples: pd.DataFrame) -> np.ndarray:
-        return sigmoid(self.adapters.session.margins([self.path], samples)[0])
-
 
 class EnsembleMethod(AdapterMethod):
     """LSAT-ensemble: w P_long + (1 - w) P_short, w chosen on val_t; saved as a manifest."""
@@ -157,7 +175,14 @@ class EnsembleMethod(AdapterMethod):
     def __init__(self, adapters: PeriodAdapters) -> None:
         super().__init__(adapters)
         self.settings = adapters.config.ensemble
+        self.passes = self.settings.passes
         self.weights: dict[int, dict] = {}  # period -> chosen weight and the val AUC of each candidate
+
+    def serving_paths(self) -> list[Path]:
+        return [self.long, self.short]
+
+    def probabilities(self, margins: np.ndarray) -> np.ndarray:
+        return combine(margins[0], margins[1], self.weight, self.settings.combine)
 
     def prepare(self, period: int) -> None:
         self.long, self.short = self.adapters.long_term(period), self.adapters.short_term(period)
@@ -183,10 +208,6 @@ class EnsembleMethod(AdapterMethod):
                 self.settings.combine,
                 {"period": period, "val_auc_by_weight": {str(w): a for w, a in by_weight.items()}},
             )
-
-    def score(self, samples: pd.DataFrame) -> np.ndarray:
-        margins = self.adapters.session.margins([self.long, self.short], samples, self.settings.passes)
-        return combine(margins[0], margins[1], self.weight, self.settings.combine)
 
 
 class TaskArithmeticMethod(AdapterMethod):
@@ -258,6 +279,4 @@ class TaskArithmeticMethod(AdapterMethod):
         session.wait()
         session.forget_margins(self.path)
 
-    def score(self, samples: pd.DataFrame) -> np.ndarray:
-        # Scored from the saved directory: exactly what a user loads with `llm4rec predict --adapter`.
-        return sigmoid(self.adapters.session.margins([self.path], samples)[0])
+    # Scored from the saved directory (AdapterMethod.score): exactly what `llm4rec predict --adapter` loads.

@@ -8,6 +8,7 @@ from typing import Literal
 from llm4rec.config import check_seed
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
+from llm4rec.incremental.config import ReLoop2Config
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.llm.catalogue import DEFAULT_FAMILIES, FAMILIES, entries_of
 from llm4rec.llm.ensemble import COMBINES
@@ -174,6 +175,7 @@ class LsatConfig:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     task_arithmetic: TaskArithmeticConfig = field(default_factory=TaskArithmeticConfig)
     sd_lora: SdLoraConfig = field(default_factory=SdLoraConfig)
+    reloop2: ReLoop2Config = field(default_factory=ReLoop2Config)  # <LLM method>+ReLoop2 (the CTR side's memory)
     samples: SampleLimits = field(default_factory=SampleLimits)
     first_test_period: int | None = None  # default: long_term.periods + 1 (the first short-term period is K)
     last_test_period: int | None = None  # default: the last period

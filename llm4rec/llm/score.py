@@ -262,13 +262,35 @@ def iter_last_token_logits(
     share_prefix: bool = True,
     token_ids: Sequence[int] | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(indices, logits) of :func:`iter_last_token_states` without the hidden states."""
+    for batch, logits, _ in iter_last_token_states(
+        model, sequences, pad_id, batch_size, device, adapters, progress, desc, share_prefix, token_ids
+    ):
+        yield batch, logits
+
+
+def iter_last_token_states(
+    model,
+    sequences: list[list[int]],
+    pad_id: int,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    adapters: Sequence[str] | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
+    share_prefix: bool = True,
+    token_ids: Sequence[int] | None = None,
+    hidden: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
     """(indices, logits) for each length-sorted batch: fp32 logits [len(indices), len(token_ids) or vocab] at each
     prompt's last position, on the device. With ``adapters`` (a PeftModel's adapter names) each batch is stacked
     once per adapter and run as one mixed-adapter batch: logits [len(adapters) * len(indices), ...], adapter-major. ``batch_size`` counts
     the rows of a forward pass, so with k adapters a batch holds ``batch_size // k`` prompts: a mixed pass takes
     no more memory than one adapter's (and on a CPU, larger forwards run slower per row). The shared prompt
     prefix, when there is one, is computed once (once per adapter) and continued by every batch (unless
-    ``share_prefix`` is False: every prompt then runs whole, as a reference)."""
+    ``share_prefix`` is False: every prompt then runs whole, as a reference). With ``hidden``, the third item is
+    the final hidden state [rows, H] at each row's last position, the output layer's input there: the vector the
+    answer logits are read from, caught in the same forward pass (else None)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     copies = len(adapters) if adapters else 1
     prefix_length = shared_prefix_length(sequences) if share_prefix and prefix_cache_applies(model) else 0
@@ -286,13 +308,15 @@ def iter_last_token_logits(
             input_ids, mask = input_ids.repeat(copies, 1), mask.repeat(copies, 1)
             forward_kwargs["adapter_names"] = [name for name in adapters for _ in batch]
             prefix_rows = torch.arange(copies, device=device).repeat_interleave(len(batch))
-        if states is None:
-            logits = last_token_logits(model, input_ids, mask, token_ids, **forward_kwargs)
-        else:
-            logits = last_token_logits_after_prefix(
-                model, states, input_ids, mask, prefix_rows, token_ids, **forward_kwargs
-            )
-        yield batch, logits
+        catching = final_hidden_states(model) if hidden else contextlib.nullcontext([])
+        with catching as caught:
+            if states is None:
+                logits = last_token_logits(model, input_ids, mask, token_ids, **forward_kwargs)
+            else:
+                logits = last_token_logits_after_prefix(
+                    model, states, input_ids, mask, prefix_rows, token_ids, **forward_kwargs
+                )
+        yield batch, logits, caught[-1][:, -1, :] if hidden else None
 
 
 def in_input_order(batches: list[np.ndarray], values: list[torch.Tensor], n: int) -> np.ndarray:
@@ -377,6 +401,47 @@ def score_margins(
             model.set_adapter(name)
             rows.append(margins(None, f"scoring ({name})")[0])
         return np.stack(rows)
+    finally:
+        model.set_adapter(active)
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def score_margins_and_hidden(
+    model,
+    sequences: list[list[int]],
+    answer_ids: tuple[int, int],
+    pad_id: int,
+    adapters: tuple[str, ...] | list[str],
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_margins` (one pass; mixed adapters when several) plus each adapter's final hidden state at every
+    prompt's last position, from the same forward: ([len(adapters), n] float64 margins, [len(adapters), n, H]
+    float32 hidden states), in input order. What ReLoop2's error memory reads on the LLM side."""
+    missing = [a for a in adapters if a not in model.peft_config]
+    if missing:
+        raise ConfigError(f"adapters {missing} are not loaded; loaded: {sorted(model.peft_config)}")
+    copies, n = len(adapters), len(sequences)
+    was_training, active = model.training, model.active_adapter
+    model.eval()
+    try:
+        if copies == 1:
+            model.set_adapter(adapters[0])
+        batches, margins, states = [], [], []
+        for batch, logits, hidden in iter_last_token_states(
+            model, sequences, pad_id, batch_size, device, adapters=list(adapters) if copies > 1 else None,
+            progress=progress, desc="scoring (with hidden states)", token_ids=answer_ids, hidden=True,
+        ):  # fmt: skip
+            batches.append(batch)
+            margins.append(answer_margin(logits).view(copies, len(batch)))
+            states.append(hidden.float().view(copies, len(batch), -1))
+        if not batches:
+            return np.empty((copies, 0)), np.empty((copies, 0, 0), dtype=np.float32)
+        hidden_out = np.empty((copies, n, states[0].shape[-1]), dtype=np.float32)
+        hidden_out[:, np.concatenate(batches)] = torch.cat(states, dim=1).cpu().numpy()
+        return in_input_order(batches, margins, n), hidden_out
     finally:
         model.set_adapter(active)
         model.train(was_training)

@@ -40,13 +40,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 
 from llm4rec.errors import ConfigError, Llm4recError
 from llm4rec.llm.lsat import AdapterMethod
-from llm4rec.llm.score import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +360,3 @@ class SdLoraMethod(AdapterMethod):
         manifest = read_adapter_meta(self.path)["sd_lora"]
         self.weights[period] = {key: manifest[key] for key in ("magnitudes", "periods", "ranks")}
         self.weights[period]["kd"] = manifest["this_period"].get("kd")
-
-    def score(self, samples: pd.DataFrame) -> np.ndarray:
-        return sigmoid(self.adapters.session.margins([self.path], samples)[0])

@@ -219,6 +219,23 @@ class LoraSession:
                 self.margin_cache[(str(path), key)] = margin
         return np.stack([self.margin_cache[(str(p), key)] for p in paths])
 
+    def margins_and_hidden(self, paths: list[Path], rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`margins` of ``paths`` (distinct) on ``rows`` with each adapter's final hidden state at every
+        scored position, from one forward pass: ([len(paths), n], [len(paths), n, H]). The margins join the cache."""
+        from llm4rec.llm.score import score_margins_and_hidden
+
+        if len(set(map(str, paths))) != len(paths):
+            raise ValueError(f"internal: margins_and_hidden needs distinct adapters, got {paths}")
+        names = [self.load(p) for p in paths]
+        margins, hidden = score_margins_and_hidden(
+            self.model, self.samples(rows)["input_ids"], self.backbone.answer_ids,
+            self.backbone.tokenizer.pad_token_id, names, self.score_batch_size, progress=self.progress,
+        )  # fmt: skip
+        key = rows_key(rows)
+        for path, margin in zip(paths, margins, strict=True):
+            self.margin_cache[(str(path), key)] = margin
+        return margins, hidden
+
     def forget_margins(self, path: Path) -> None:
         for cache_key in [k for k in self.margin_cache if k[0] == str(path)]:
             del self.margin_cache[cache_key]
