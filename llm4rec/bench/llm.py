@@ -160,8 +160,12 @@ def bench_scoring(bench: LlmBench) -> list[dict]:
             ratio = timings["ours + ReLoop2 memory"].best / timings["ours"].best
             records.append(
                 ratio_record(
-                    "score", "ours + ReLoop2 memory / ours seconds", ratio, f"<= {MEMORY_OVERHEAD_TARGET}",
-                    ratio <= MEMORY_OVERHEAD_TARGET, **common,
+                    "score",
+                    "ours + ReLoop2 memory / ours seconds",
+                    ratio,
+                    f"<= {MEMORY_OVERHEAD_TARGET}",
+                    ratio <= MEMORY_OVERHEAD_TARGET,
+                    **common,
                 )  # fmt: skip
             )
         if "ours, no shared prefix" in timings:
