@@ -166,7 +166,7 @@ def bench_scoring(bench: LlmBench) -> list[dict]:
                     f"<= {MEMORY_OVERHEAD_TARGET}",
                     ratio <= MEMORY_OVERHEAD_TARGET,
                     **common,
-                )  # fmt: skip
+                )
             )
         if "ours, no shared prefix" in timings:
             ratio = timings["ours, no shared prefix"].best / timings["ours"].best
