@@ -165,7 +165,9 @@ def write_books(directory: Path, reviews: list[dict], metas: list[dict], gz: boo
 def assert_canonical(dataset) -> None:
     inter, items = dataset.interactions, dataset.items
     assert list(inter.columns) == ["user_id", "item_id", "rating", "timestamp", "label"]
-    assert list(items.columns) == ["item_id", "title", "genres"]
+    assert list(items.columns) == ["item_id", "title", "genres", "year", "brand"]
+    assert items["year"].dtype == "Int64"
+    assert list(dataset.users.columns) == ["user_id", "age", "gender", "occupation", "zip"]
     for frame, column in [(inter, "user_id"), (inter, "item_id"), (items, "item_id"), (items, "title")]:
         assert pd.api.types.is_string_dtype(frame[column]), (column, frame[column].dtype)
         assert all(isinstance(v, str) for v in frame[column])
@@ -177,7 +179,8 @@ def assert_canonical(dataset) -> None:
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
-    return frame.to_dict("records")
+    """An item table's id, title and genres (year and brand are checked in tests/test_user_item_features.py)."""
+    return frame[["item_id", "title", "genres"]].to_dict("records")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -673,7 +676,12 @@ def test_cache_dir_follows_environment(tmp_path, monkeypatch):
 def test_prepare_then_load_round_trip(cache, ml100k_official_dir):
     prepared = store.prepare_dataset("ml-100k", path=ml100k_official_dir)
     directory = cache / "datasets" / "ml-100k"
-    assert sorted(p.name for p in directory.iterdir()) == ["interactions.parquet", "items.parquet", "meta.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "interactions.parquet",
+        "items.parquet",
+        "meta.json",
+        "users.parquet",
+    ]
     assert sorted(p.name for p in directory.parent.iterdir()) == ["ml-100k"]  # no temp dirs left
     assert store.is_prepared("ml-100k")
 

@@ -7,6 +7,8 @@ reviews of books without a title, keep users with at least
 ``min_user_reviews`` reviews, keep a seeded ``user_fraction`` of those users,
 then keep books whose title has at least ``min_title_interactions``
 interactions among them.
+Categories become the items' genres and ``brand`` (where a record has one) their brand; Amazon has
+no user features, so the users table is empty.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from llm4rec.data.tables import RecDataset, canonical_interactions, canonical_it
 from llm4rec.errors import ConfigError, DataError, brief
 
 REVIEW_FIELDS = {"reviewerID": pa.string(), "asin": pa.string(), "overall": pa.float64(), "unixReviewTime": pa.int64()}
-META_FIELDS = {"asin": pa.string(), "title": pa.string(), "category": pa.list_(pa.string())}
+META_FIELDS = {"asin": pa.string(), "title": pa.string(), "category": pa.list_(pa.string()), "brand": pa.string()}
 
 
 @dataclass
@@ -138,6 +140,7 @@ def read_amazon_books(path: str | Path, filters: AmazonBooksFilters | None = Non
                 "item_id": meta["asin"],
                 "title": meta["title"],
                 "genres": [list(c) if c is not None else [] for c in meta["category"]],
+                "brand": meta["brand"],
             }
         ),
         str(meta_path),

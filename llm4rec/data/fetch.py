@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_MEMBERS = ("recbole/dataset_example/ml-100k/ml-100k.inter", "recbole/dataset_example/ml-100k/ml-100k.item")
+# The wheel's user features (recbole 1.2.1 ships it); read where present, else the dataset has no users table.
+RECBOLE_USER_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.user"
 
 
 def fetch_grouplens(workdir: Path, timeout: float = 10.0) -> RecDataset:
@@ -38,7 +40,9 @@ def fetch_grouplens(workdir: Path, timeout: float = 10.0) -> RecDataset:
 def read_recbole_wheel(wheel: Path) -> RecDataset:
     with open_wheel(wheel, RECBOLE_MEMBERS) as archive:
         inter, item = (archive.read(m).decode("utf-8") for m in RECBOLE_MEMBERS)
-    dataset = parse_ml100k_recbole(inter, item, f"{wheel.name}:recbole/dataset_example/ml-100k")
+        has_users = RECBOLE_USER_MEMBER in archive.namelist()
+        user = archive.read(RECBOLE_USER_MEMBER).decode("utf-8") if has_users else None
+    dataset = parse_ml100k_recbole(inter, item, f"{wheel.name}:recbole/dataset_example/ml-100k", user)
     dataset.meta["source"] = f"PyPI {RECBOLE_REQUIREMENT} wheel (recbole/dataset_example/ml-100k)"
     return dataset
 

@@ -1,5 +1,9 @@
 """Prepared datasets on disk: ``$LLM4REC_CACHE/datasets/<name>/`` with
-``interactions.parquet``, ``items.parquet`` and ``meta.json``.
+``interactions.parquet``, ``items.parquet``, ``users.parquet`` and ``meta.json``.
+
+Format 2 added the users table and the items' year and brand. A format-1 directory (written before
+them) still loads, unchanged, with an empty users table and unknown years and brands, and one warning
+saying how to rebuild it; anything else stops with a DataError.
 
 A dataset directory is written whole into a temporary directory and renamed
 into place, so an interrupted prepare never leaves a half-written dataset.
@@ -8,6 +12,7 @@ into place, so an interrupted prepare never leaves a half-written dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,13 +23,21 @@ import pandas as pd
 from llm4rec.data.amazon import AmazonBooksFilters, read_amazon_books
 from llm4rec.data.fetch import fetch_ml100k
 from llm4rec.data.movielens import read_ml1m, read_ml100k_official
-from llm4rec.data.tables import RecDataset
+from llm4rec.data.tables import (
+    INTERACTION_COLUMNS,
+    ITEM_COLUMNS,
+    ITEM_FEATURE_COLUMNS,
+    USER_COLUMNS,
+    RecDataset,
+    empty_users,
+)
 from llm4rec.errors import DataError, brief
 from llm4rec.io import atomic_directory
 
-FORMAT_VERSION = 1
-INTERACTION_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "label"]  # what save_dataset writes
-ITEM_COLUMNS = ["item_id", "title", "genres"]
+FORMAT_VERSION = 2
+BEFORE_FEATURES = 1  # the format without users.parquet and the items' year and brand: still read
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -91,6 +104,7 @@ def save_dataset(dataset: RecDataset) -> Path:
     with atomic_directory(target) as tmp:
         dataset.interactions.to_parquet(tmp / "interactions.parquet", index=False)
         dataset.items.to_parquet(tmp / "items.parquet", index=False)
+        dataset.users.to_parquet(tmp / "users.parquet", index=False)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     dataset.meta = meta
     return target
@@ -128,12 +142,23 @@ def load_dataset(name: str, prepare_if_missing: bool = True) -> RecDataset:
             raise ValueError(f"holds {type(meta).__name__}, not a JSON object")
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DataError(f"prepared dataset {directory} is damaged ({path.name}: {brief(error)}); {rebuild}") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if version not in (FORMAT_VERSION, BEFORE_FEATURES):
         raise DataError(
             f"{directory} was written by another llm4rec version; run `llm4rec data prepare {name} --force`"
         )
-    tables = {}
-    for table, columns in (("interactions", INTERACTION_COLUMNS), ("items", ITEM_COLUMNS)):
+    stored = [("interactions", INTERACTION_COLUMNS), ("items", ITEM_COLUMNS)]
+    if version == FORMAT_VERSION:
+        stored = [stored[0], ("items", ITEM_COLUMNS + ITEM_FEATURE_COLUMNS), ("users", USER_COLUMNS)]
+    else:
+        log.warning(
+            "%s was prepared before user and item features (no users table, no years or brands); "
+            "run `llm4rec data prepare %s --force` to add them",
+            directory,
+            name,
+        )
+    tables = {"users": empty_users()}
+    for table, columns in stored:
         path = directory / f"{table}.parquet"
         try:
             tables[table] = pd.read_parquet(path)
@@ -146,4 +171,7 @@ def load_dataset(name: str, prepare_if_missing: bool = True) -> RecDataset:
             ) from None
     items = tables["items"]
     items["genres"] = [list(g) for g in items["genres"]]
-    return RecDataset(name, tables["interactions"], items, meta)
+    if version == BEFORE_FEATURES:
+        items["year"] = pd.array([pd.NA] * len(items), dtype="Int64")
+        items["brand"] = None
+    return RecDataset(name, tables["interactions"], items, meta, tables["users"])
