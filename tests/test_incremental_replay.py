@@ -16,14 +16,12 @@ from llm4rec.ctr.train import CtrTrainConfig, fit
 from llm4rec.errors import ConfigError
 from llm4rec.eval.protocol import run_protocol
 from llm4rec.incremental.config import ReplayConfig
-from llm4rec.incremental.replay import (
+from llm4rec.incremental.replay import ReplayMethod, ggscores, reference_gradient
+from llm4rec.incremental.reservoir import (
     FractionReservoir,
-    ReplayMethod,
     Reservoir,
     build_reservoir,
-    ggscores,
     keep_both_ends,
-    reference_gradient,
     spmf_probabilities,
 )
 from tests.conftest import tiny_ctr_options

@@ -7,7 +7,7 @@ in the error. No torch here: the CLI loads configs without importing it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from llm4rec.errors import ConfigError
 
@@ -52,18 +52,19 @@ class ReplayConfig:
     megg_ratio: float = 0.8  # the same for MEGG, whose paper reports its gains for ratios above 0.7
     megg_chunk_size: int = 256  # samples per vmap call when MEGG computes per-sample gradients
 
+    OPTION: ClassVar[str] = "incremental.replay"  # where the section sits in its config, for error messages
+
     def __post_init__(self) -> None:
+        where = self.OPTION
         if self.reservoir not in ("capacity", "fraction"):
-            raise ConfigError(
-                f"incremental.replay.reservoir: expected 'capacity' or 'fraction', got {self.reservoir!r}"
-            )
+            raise ConfigError(f"{where}.reservoir: expected 'capacity' or 'fraction', got {self.reservoir!r}")
         if self.reservoir_capacity < 1:
-            raise ConfigError(f"incremental.replay.reservoir_capacity: must be >= 1, got {self.reservoir_capacity}")
-        _check_fraction("incremental.replay.reservoir_fraction", self.reservoir_fraction)
-        _check_fraction("incremental.replay.ratio", self.ratio)
-        _check_fraction("incremental.replay.megg_ratio", self.megg_ratio)
+            raise ConfigError(f"{where}.reservoir_capacity: must be >= 1, got {self.reservoir_capacity}")
+        _check_fraction(f"{where}.reservoir_fraction", self.reservoir_fraction)
+        _check_fraction(f"{where}.ratio", self.ratio)
+        _check_fraction(f"{where}.megg_ratio", self.megg_ratio)
         if self.megg_chunk_size < 1:
-            raise ConfigError(f"incremental.replay.megg_chunk_size: must be >= 1, got {self.megg_chunk_size}")
+            raise ConfigError(f"{where}.megg_chunk_size: must be >= 1, got {self.megg_chunk_size}")
 
 
 @dataclass
