@@ -1,7 +1,7 @@
 """The row names an experiment config may list, from both sides, resolved through the sides' catalogues.
 
 LLM methods are the entries of :mod:`llm4rec.llm.catalogue` (``LLM-FR``, ``LLM-FT``, ``LSAT-long``, ...,
-``LSAT-ta-<mode>``). CTR methods are ``<Model>-<Method>``: a model of :mod:`llm4rec.ctr.models` and a method of
+``LSAT-ta-<mode>``, with the suffixes ``+Reservoir`` / ``+MEGG`` / ``+ReLoop2``). CTR methods are ``<Model>-<Method>``: a model of :mod:`llm4rec.ctr.models` and a method of
 :mod:`llm4rec.ctr.catalogue` (``IU``, ``BU<w>``, ``FR``, a strategy, ``ReLoop2`` or ``<base>+ReLoop2``).
 ``Popularity`` is the item-popularity reference (:mod:`llm4rec.baselines.popularity`): what any model has to
 beat. Names are exactly the result rows' names; ``llm4rec methods`` lists them all.
@@ -43,7 +43,8 @@ def valid_names_help() -> str:
     from llm4rec.llm.catalogue import ENTRIES
 
     return (
-        f"LLM methods: {list(ENTRIES)}, each also as <method>+ReLoop2; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
+        f"LLM methods: {list(ENTRIES)}, each also as <method>+ReLoop2, those serving one-period fits as "
+        f"<method>+Reservoir / +MEGG; CTR methods: <Model>-<Method> with Model in {ctr_models()} and "
         f"Method in {method_names()}; the reference: {list(REFERENCES)} (`llm4rec methods` lists them all)"
     )
 

@@ -245,6 +245,7 @@ class RunSaver:
             "key": run.key,
             "settings": settings,
             "adapters": earlier.get("adapters", {}) if earlier.get("key") == run.key else {},
+            "fits": earlier.get("fits", {}) if earlier.get("key") == run.key else {},
         }
         self.scored = 0
 
@@ -253,6 +254,9 @@ class RunSaver:
         self.store.save(self.run.dir, row, samples, p, None if llm else serving_model(self.method))
         if llm:  # the adapter (or ensemble manifest) that scored this period: `llm4rec predict --adapter` loads it
             self.record["adapters"][str(row.period)] = str(getattr(self.method, "path", "") or "")
+            fits = getattr(getattr(self.method, "base", self.method), "fit_records", None)
+            if fits is not None:  # the samples each serving adapter's fit learnt (new and replayed)
+                self.record.setdefault("fits", {})[str(row.period)] = fits()
         write_json(self.run.dir / "run.json", self.record)
         self.scored += 1
         self.bar.done(self.run.spec.side)

@@ -3,7 +3,9 @@
 Each entry is a period method of :mod:`llm4rec.llm.lsat` on one :class:`~llm4rec.llm.session.LoraSession`.
 Its ``name`` is its row in ``llm4rec compare`` (``LLM-FR``), ``lsat_name`` its row in ``llm4rec lsat`` (``FR``),
 and ``family`` what an LSAT config's ``methods`` lists (FR, FT, LSAT, SD-LoRA, SD-LoRA-RR, SD-LoRA-KD; the LSAT
-family's task-arithmetic rows follow ``task_arithmetic.modes``). Every method reads the session's sections (:data:`SHARED_SECTIONS`) and its
+family's task-arithmetic rows follow ``task_arithmetic.modes``). Suffixes add the CTR side's incremental methods to
+an entry (:func:`entry_of`): ``+Reservoir`` / ``+MEGG`` replay in its one-period fits, ``+ReLoop2`` the error
+memory. Every method reads the session's sections (:data:`SHARED_SECTIONS`) and its
 entry's own; both make up its resume key.
 """
 
@@ -33,6 +35,7 @@ class LlmEntry(MethodEntry):
     lsat_name: str = ""
     family: str = ""
     merge_mode: str = ""  # LSAT-ta-<mode>
+    replayable: bool = False  # it serves a one-period fit (FT, the short-term adapter): <name>+Reservoir / +MEGG
 
 
 def _single(lsat_name: str, choose: str):
@@ -78,7 +81,7 @@ _ENTRIES = [
     ),
     LlmEntry(
         "LLM-FT", "fine-tuning: the previous period's LoRA trained further on train_t + val_{t-1}", (),
-        _single("FT", "fine_tuned"), lsat_name="FT", family="FT",
+        _single("FT", "fine_tuned"), lsat_name="FT", family="FT", replayable=True,
     ),
     LlmEntry(
         "LSAT-long", "LSAT's long-term LoRA alone (periods 0..K-1, or refreshed every R periods)", ("long_term",),
@@ -86,17 +89,17 @@ _ENTRIES = [
     ),
     LlmEntry(
         "LSAT-short", "LSAT's short-term LoRA alone (a fresh LoRA on period t)", (), _single("LSAT-short", "short_term"),
-        lsat_name="LSAT-short", family="LSAT",
+        lsat_name="LSAT-short", family="LSAT", replayable=True,
     ),
     LlmEntry(
         "LSAT-ensemble", "LSAT's output ensemble w P_long + (1 - w) P_short, w chosen on val_t",
-        ("long_term", "ensemble"), _ensemble, lsat_name="LSAT-ensemble", family="LSAT",
+        ("long_term", "ensemble"), _ensemble, lsat_name="LSAT-ensemble", family="LSAT", replayable=True,
     ),
     *(
         LlmEntry(
             TA_PREFIX + mode, f"LSAT's long- and short-term LoRA merged into one adapter by task arithmetic ({mode})",
             ("long_term", *TASK_ARITHMETIC_SECTIONS), _task_arithmetic(mode), lsat_name=TA_PREFIX + mode,
-            family="LSAT", merge_mode=mode,
+            family="LSAT", merge_mode=mode, replayable=True,
         )
         for mode in MERGE_MODES
     ),
@@ -118,6 +121,13 @@ _ENTRIES = [
 ENTRIES: dict[str, LlmEntry] = {entry.name: entry for entry in _ENTRIES}
 MEMORY_SUFFIX = "+ReLoop2"
 MEMORY_HELP = "the LLM method plus ReLoop2's error memory over its last hidden states, served test-then-write"
+REPLAY_SUFFIXES = {"+Reservoir": "Reservoir", "+MEGG": "MEGG"}  # suffix -> llm4rec.llm.replay selection
+REPLAY_HELP = {
+    "Reservoir": "its one-period fits (FT, the short-term adapter) also learn replay.ratio x |new| samples drawn "
+    "uniformly from a reservoir of earlier periods",
+    "MEGG": "its one-period fits also learn replay.megg_ratio x |new| earlier samples chosen by GGscore over the LoRA "
+    "parameters (both ends kept)",
+}
 
 
 def _with_memory(base: LlmEntry):
@@ -129,18 +139,40 @@ def _with_memory(base: LlmEntry):
     return build
 
 
+def _with_replay(base: LlmEntry, selection: str):
+    def build(session, view: ConfigView):
+        from llm4rec.llm.replay import LoraReplay
+
+        method = base.build(session, view)
+        cache = session.store.root / "replay"
+        method.adapters.replay = LoraReplay(selection, view.replay, seed=view.seed, cache_dir=cache)
+        return method
+
+    return build
+
+
 def entry_of(name: str) -> LlmEntry | None:
-    """The catalogue entry of an LLM row name: an entry's own, or ``<entry>+ReLoop2`` (any LLM method with the
-    CTR side's error memory, :mod:`llm4rec.incremental.reloop`); None for any other name."""
+    """The catalogue entry of an LLM row name: an entry's own; ``<entry>+Reservoir`` / ``<entry>+MEGG`` for an entry
+    that serves one-period fits (:mod:`llm4rec.llm.replay`); either of those ``+ReLoop2`` (with the CTR side's
+    error memory, :mod:`llm4rec.incremental.reloop`); None for any other name."""
     if name in ENTRIES:
         return ENTRIES[name]
-    base = ENTRIES.get(name[: -len(MEMORY_SUFFIX)]) if name.endswith(MEMORY_SUFFIX) else None
-    if base is None:
-        return None
-    return dataclasses.replace(
-        base, name=name, help=f"{base.name} {MEMORY_HELP[len('the LLM method ') :]}",
-        sections=(*base.sections, "reloop2"), build=_with_memory(base), lsat_name=name,
-    )  # fmt: skip
+    if name.endswith(MEMORY_SUFFIX):
+        base = entry_of(name[: -len(MEMORY_SUFFIX)])
+        if base is None or base.name.endswith(MEMORY_SUFFIX):
+            return None
+        return dataclasses.replace(
+            base, name=name, help=f"{base.name} {MEMORY_HELP[len('the LLM method ') :]}",
+            sections=(*base.sections, "reloop2"), build=_with_memory(base), lsat_name=name, replayable=False,
+        )  # fmt: skip
+    for suffix, selection in REPLAY_SUFFIXES.items():
+        base = ENTRIES.get(name[: -len(suffix)]) if name.endswith(suffix) else None
+        if base is not None and base.replayable:
+            return dataclasses.replace(
+                base, name=name, help=f"{base.name}: {REPLAY_HELP[selection]}", sections=(*base.sections, "replay"),
+                build=_with_replay(base, selection), lsat_name=name, replayable=False,
+            )  # fmt: skip
+    return None
 
 
 BY_LSAT_NAME: dict[str, LlmEntry] = {entry.lsat_name: entry for entry in _ENTRIES}
@@ -197,4 +229,13 @@ def key_settings(entry: LlmEntry, config) -> dict:
 def catalogue_rows() -> list[dict]:
     """One row per method for ``llm4rec methods`` and docs/methods.md: its own sections (beside the shared ones)."""
     rows = [{"name": e.name, "help": e.help, "sections": list(e.sections)} for e in _ENTRIES]
+    replayable = ", ".join(e.name for e in _ENTRIES if e.replayable)
+    rows += [
+        {
+            "name": f"<method>{suffix}",
+            "help": f"{REPLAY_HELP[selection]} (method: {replayable})",
+            "sections": ["replay"],
+        }
+        for suffix, selection in REPLAY_SUFFIXES.items()
+    ]
     return [*rows, {"name": f"<LLM method>{MEMORY_SUFFIX}", "help": MEMORY_HELP, "sections": ["reloop2"]}]

@@ -13,6 +13,8 @@ row rule the CTR updates follow too: one period t means train_t plus val_{t-1}.
   train_t plus val_{t-1}, early-stopped on val_t. The old adapter is the first
   candidate, so when no update raises the val AUC the old one is kept (as the
   LSAT authors' code does). The first FT period starts from FR through t-1.
+- **<method>+Reservoir / +MEGG**: FT's and the short-term adapter's fits also learn samples replayed from
+  earlier periods (:mod:`llm4rec.llm.replay`).
 - **LSAT** (Shi et al., CIKM 2024): a *long-term* adapter trained FR-style on
   periods 0..K-1 and then frozen (or refreshed every R periods), and a
   *short-term* adapter trained on period t alone (train_t plus val_{t-1}). They are combined
@@ -60,6 +62,7 @@ class PeriodAdapters:
     def __init__(self, session: LoraSession, config) -> None:
         self.session, self.config = session, config
         self.store = session.store
+        self.replay = None  # a LoraReplay for <method>+Reservoir / +MEGG (llm4rec.llm.catalogue)
 
     def full_retrain(self, through: int, role: str = "fr") -> Path:
         """A fresh adapter on periods 0..through (train splits, plus val splits before ``through``)."""
@@ -82,29 +85,40 @@ class PeriodAdapters:
 
     def short_term(self, period: int) -> Path:
         """A fresh adapter on period ``period`` alone (train_t plus val_{t-1}; early-stopped on val_t)."""
-        session, limits = self.session, self.config.samples
-        return session.ensure_trained(
-            self.store.path("short", period),
-            train_rows=session.timeline.training_rows(period, period),
-            val_rows=session.timeline.period(period, "val"),
-            max_train_samples=limits.recent_fit,
-            max_val_samples=limits.val,
-            description={"role": "short", "period": period, "periods": [period]},
-        )
+        scorer = self.long_term(period) if self.replay is not None and self.replay.selection == "MEGG" else None
+        return self._one_period_fit("short", period, scorer=scorer)
 
     def fine_tuned(self, period: int) -> Path:
         """The adapter of period - 1 (FR-style for the first FT period) trained on train_t + val_{t-1}."""
-        session, limits = self.session, self.config.samples
         first = self.config.first_test_period - 1
         previous = self.full_retrain(period - 1) if period <= first else self.fine_tuned(period - 1)
+        return self._one_period_fit("ft", period, start_from=previous, scorer=previous)
+
+    def _one_period_fit(self, role: str, period: int, start_from: Path | None = None, scorer: Path | None = None):
+        """A fit on period ``period`` (``samples.recent_fit`` of its rows), plus the rows ``self.replay`` replays
+        from earlier periods (then in ``<role>-<selection>/``, its record naming how many of each it learnt);
+        ``scorer``: the adapter MEGG's gradients come from."""
+        session, limits = self.session, self.config.samples
+        rows, cap = session.timeline.training_rows(period, period), limits.recent_fit
+        description = {"role": role, "period": period, "periods": [period]}
+        if self.replay is not None:
+            from llm4rec.llm.replay import sample_positions
+
+            new = rows.iloc[sample_positions(len(rows), cap, session.train_config.seed)]
+            plan = self.replay.plan(session, period, new, scorer)
+            rows, cap = plan.rows, None
+            role = f"{role}-{self.replay.selection.lower()}"
+            description = {**description, "role": role, "samples": plan.record(self.replay.selection)}
+        if start_from is not None:
+            description["start_from"] = str(start_from)
         return session.ensure_trained(
-            self.store.path("ft", period),
-            train_rows=session.timeline.training_rows(period, period),
+            self.store.path(role, period),
+            train_rows=rows,
             val_rows=session.timeline.period(period, "val"),
-            max_train_samples=limits.recent_fit,
+            max_train_samples=cap,
             max_val_samples=limits.val,
-            description={"role": "ft", "period": period, "periods": [period], "start_from": str(previous)},
-            start_from=previous,
+            description=description,
+            start_from=start_from,
         )
 
 
@@ -130,6 +144,21 @@ class AdapterMethod:
 
     def serving_paths(self) -> list[Path]:
         return [self.path]
+
+    def fit_records(self) -> dict[str, dict]:
+        """What each serving adapter's fit learnt (its directory -> samples trained on, and for a replaying fit
+        how many were new and how many replayed): read from the adapters' own records."""
+        from llm4rec.llm.adapters import read_adapter_meta
+
+        records = {}
+        for path in self.serving_paths():
+            meta = read_adapter_meta(path)
+            training = meta.get("training", {})
+            records[str(path)] = {
+                "n_train": training.get("n_train"),
+                **({"samples": meta["samples"]} if "samples" in meta else {}),
+            }
+        return records
 
     def probabilities(self, margins: np.ndarray) -> np.ndarray:
         """P(Yes) from the [len(serving_paths), n] answer margins."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from llm4rec.config import check_seed
 from llm4rec.data.config import DataConfig
 from llm4rec.errors import ConfigError
-from llm4rec.incremental.config import ReLoop2Config
+from llm4rec.incremental.config import ReLoop2Config, ReplayConfig
 from llm4rec.llm.backbone import BackboneConfig
 from llm4rec.llm.catalogue import DEFAULT_FAMILIES, FAMILIES, entries_of
 from llm4rec.llm.ensemble import COMBINES
@@ -145,6 +145,29 @@ class SdLoraConfig:
 
 
 @dataclass
+class LoraReplayConfig(ReplayConfig):
+    """Replay in LoRA updates (``<method>+Reservoir`` / ``+MEGG``, :mod:`llm4rec.llm.replay`): the CTR side's
+    reservoir and ratios (``reservoir: fraction`` is not used here), sized for LLM fits; the budget is ``ratio``
+    (``megg_ratio``) x the fit's new samples."""
+
+    OPTION: ClassVar[str] = "replay"
+    reservoir_capacity: int = 2000  # past samples kept (reservoir sampling over every fit's rows, in time order)
+    ratio: float = 0.5  # Reservoir: replayed samples per new one
+    megg_ratio: float = 0.5  # MEGG: the same, chosen from a GGscored pool
+    # MEGG: candidates GGscored per fit (a seeded draw from the reservoir); each costs about two training steps'
+    # worth of forward and backward work, so the pool is the selection's price.
+    megg_pool: int = 168
+    megg_chunk_size: int = 16  # samples per forward-backward pass of the GGscores
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reservoir != "capacity":
+            raise ConfigError("replay.reservoir: LoRA replay keeps a fixed-capacity reservoir; give 'capacity'")
+        if self.megg_pool < 1:
+            raise ConfigError(f"replay.megg_pool: must be >= 1, got {self.megg_pool}")
+
+
+@dataclass
 class SampleLimits:
     """Caps that make a CPU run feasible; each draw is seeded, None = everything."""
 
@@ -176,6 +199,7 @@ class LsatConfig:
     task_arithmetic: TaskArithmeticConfig = field(default_factory=TaskArithmeticConfig)
     sd_lora: SdLoraConfig = field(default_factory=SdLoraConfig)
     reloop2: ReLoop2Config = field(default_factory=ReLoop2Config)  # <LLM method>+ReLoop2 (the CTR side's memory)
+    replay: LoraReplayConfig = field(default_factory=LoraReplayConfig)  # <method>+Reservoir / +MEGG
     samples: SampleLimits = field(default_factory=SampleLimits)
     first_test_period: int | None = None  # default: long_term.periods + 1 (the first short-term period is K)
     last_test_period: int | None = None  # default: the last period
