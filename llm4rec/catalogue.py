@@ -47,8 +47,21 @@ class MethodEntry:
     tasks: tuple[str, ...] = ("ctr",)
 
 
+def _at_default(field: dataclasses.Field, value: Any) -> bool:
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return value == default
+
+
 def _plain(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    """A section's value as a resume key hashes it. A field marked ``keyed_when_set`` (in its metadata) is left
+    out while at its default: an option added after results exist keeps those results' keys until it is set."""
+    if not dataclasses.is_dataclass(value):
+        return value
+    plain = dataclasses.asdict(value)
+    for field in dataclasses.fields(value):
+        if field.metadata.get("keyed_when_set") and _at_default(field, getattr(value, field.name)):
+            del plain[field.name]
+    return plain
 
 
 def keyed_settings(config: Any, sections: Iterable[str], exclude: Iterable[str] = ()) -> dict:

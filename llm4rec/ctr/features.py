@@ -1,4 +1,5 @@
-"""CTR features from the canonical tables: user id, item id, item genres, the last N positive items.
+"""CTR features from the canonical tables: user id, item id, item genres, the last N positive items, and the
+user and item features named in ``features.side_features`` (none by default; :mod:`llm4rec.ctr.side_features`).
 
 Ids are interned once per dataset into *codes* (positions in a sorted list of
 all ids); that interning is bookkeeping, not knowledge. What a model may know
@@ -10,17 +11,20 @@ the OOV row.
 
 Embedding index layout, for every vocabulary: 0 = padding (empty history or
 genre slot, never trained), 1 = OOV, 2.. = known ids in order of first sight.
+A side feature whose value is missing for a user or item takes the OOV index: unknown, like an unseen value.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
+from llm4rec.ctr.side_features import SIDE_FEATURES, SideField, side_field
 from llm4rec.data.histories import history_positions
+from llm4rec.data.tables import empty_users
 from llm4rec.errors import ConfigError, DataError
 
 PAD, OOV = 0, 1
@@ -31,6 +35,10 @@ VOCABULARIES = ("user", "item", "genre")
 class FeatureConfig:
     history_length: int = 30  # the user's last N positive items strictly before the target
     max_genres: int = 8  # genres / categories kept per item (ML-100K items have at most 6)
+    # User / item features added as fields, from SIDE_FEATURES (age, gender, occupation, zip, year, brand).
+    # [] (the default) keeps the fields above exactly; it joins resume keys only when set, so results of the
+    # default keep theirs.
+    side_features: list[str] = field(default_factory=list, metadata={"keyed_when_set": True})
 
     def __post_init__(self) -> None:
         if self.history_length < 1:
@@ -39,6 +47,11 @@ class FeatureConfig:
             )
         if self.max_genres < 1:
             raise ConfigError(f"features.max_genres: must be >= 1, got {self.max_genres}")
+        unknown = [name for name in self.side_features if name not in SIDE_FEATURES]
+        if unknown:
+            raise ConfigError(f"features.side_features: unknown feature(s) {unknown}; available: {list(SIDE_FEATURES)}")
+        if len(set(self.side_features)) != len(self.side_features):
+            raise ConfigError(f"features.side_features: a feature is listed twice in {self.side_features}")
 
 
 class IdEncoder:
@@ -59,10 +72,11 @@ class IdEncoder:
         self._codes.append(new)
         return len(new)
 
-    def transform(self, codes: np.ndarray) -> np.ndarray:
-        """Embedding indices: known codes -> their index, unknown -> OOV, -1 (padding) -> PAD."""
+    def transform(self, codes: np.ndarray, missing: int = PAD) -> np.ndarray:
+        """Embedding indices: known codes -> their index, unknown -> OOV, -1 (padding; a side feature's
+        missing value) -> ``missing``."""
         codes = np.asarray(codes)
-        return np.where(codes >= 0, self.index_of[np.maximum(codes, 0)], PAD)
+        return np.where(codes >= 0, self.index_of[np.maximum(codes, 0)], missing)
 
     def known_codes(self) -> np.ndarray:
         """Codes in index order (index 2 first)."""
@@ -87,14 +101,23 @@ class FeatureTable:
     item_names: np.ndarray
     genre_names: np.ndarray
     rating: np.ndarray | None = None  # each sample's rating, the target of the rating task (None: not given)
+    side: dict[str, SideField] = field(default_factory=dict)  # features.side_features, by name
 
     def __len__(self) -> int:
         return len(self.user)
 
     def new_encoders(self) -> FeatureEncoders:
         return FeatureEncoders(
-            IdEncoder(len(self.user_names)), IdEncoder(len(self.item_names)), IdEncoder(len(self.genre_names))
+            IdEncoder(len(self.user_names)),
+            IdEncoder(len(self.item_names)),
+            IdEncoder(len(self.genre_names)),
+            {name: IdEncoder(len(side.names)) for name, side in self.side.items()},
         )
+
+    def side_codes(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Side feature ``name``'s token codes for samples ``rows`` (-1: unknown for that user or item)."""
+        side = self.side[name]
+        return side.codes[(self.user if side.owner == "user" else self.item)[rows]]
 
 
 @dataclass
@@ -102,21 +125,27 @@ class FeatureEncoders:
     users: IdEncoder
     items: IdEncoder
     genres: IdEncoder
+    side: dict[str, IdEncoder] = field(default_factory=dict)
 
     def grow(self, table: FeatureTable, rows: np.ndarray) -> None:
-        """Learn the ids of samples ``rows`` (users, items, their genres, and the items in their histories)."""
+        """Learn the ids of samples ``rows`` (users, items, their genres, the items in their histories, and the
+        side features' values)."""
         self.users.grow(table.user[rows])
         self.items.grow(table.item[rows])
         self.items.grow(table.history[rows])
         self.genres.grow(table.item_genres[table.item[rows]])
+        for name, encoder in self.side.items():
+            encoder.grow(table.side_codes(name, rows))
 
     def vocab_sizes(self) -> dict[str, int]:
-        return {"user": self.users.size, "item": self.items.size, "genre": self.genres.size}
+        sizes = {"user": self.users.size, "item": self.items.size, "genre": self.genres.size}
+        return sizes | {name: encoder.size for name, encoder in self.side.items()}
 
     def encode(
         self, table: FeatureTable, rows: np.ndarray, device: torch.device | str | None = None
     ) -> dict[str, torch.Tensor]:
-        """Tensors for samples ``rows``: user, item (B,), genres (B, G), history (B, L), label (B,), on ``device``
+        """Tensors for samples ``rows``: user, item (B,), genres (B, G), history (B, L), label (B,) and one (B,) per
+        side feature, on ``device``
         (None: the CPU). They are built on the host from numpy and copied once here, so the trainer's batches
         are slices of device tensors, with no host copy per batch."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -128,11 +157,15 @@ class FeatureEncoders:
             "history": torch.from_numpy(self.items.transform(table.history[rows])),
             "label": torch.from_numpy(table.label[rows].astype(np.float32)),
         }
+        for name, encoder in self.side.items():
+            tensors[name] = torch.from_numpy(encoder.transform(table.side_codes(name, rows), missing=OOV))
         return tensors if device is None else {name: value.to(device) for name, value in tensors.items()}
 
 
-# Which vocabulary indexes each encoded field (see FeatureEncoders.encode).
-FIELD_VOCABULARY = {"user": "user", "item": "item", "history": "item", "genres": "genre"}
+# Which vocabulary indexes each encoded field (see FeatureEncoders.encode); a side feature's is its own.
+FIELD_VOCABULARY = {"user": "user", "item": "item", "history": "item", "genres": "genre"} | {
+    name: name for name in SIDE_FEATURES
+}
 
 
 def known_by(tensors: dict[str, torch.Tensor], vocab_sizes: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -143,10 +176,10 @@ def known_by(tensors: dict[str, torch.Tensor], vocab_sizes: dict[str, int]) -> d
     ids the way it saw them when it served, through the OOV row.
     """
     out = dict(tensors)
-    for field, vocab in FIELD_VOCABULARY.items():
-        if field in out:
-            index = out[field]
-            out[field] = torch.where(index >= vocab_sizes[vocab], torch.full_like(index, OOV), index)
+    for name, vocab in FIELD_VOCABULARY.items():
+        if name in out:
+            index = out[name]
+            out[name] = torch.where(index >= vocab_sizes[vocab], torch.full_like(index, OOV), index)
     return out
 
 
@@ -182,13 +215,17 @@ def build_feature_table(
     items: pd.DataFrame,
     history_length: int = 30,
     max_genres: int = 8,
+    users: pd.DataFrame | None = None,
+    side_features: list[str] | tuple[str, ...] = (),
 ) -> FeatureTable:
     """Features of ``samples`` (rows with user_id, item_id, timestamp, label).
 
     ``interactions`` is the whole labelled dataset the samples come from: a
     sample's history is drawn from it (so rows outside any period still serve
     as history), positives only, strictly earlier in time. Computed in one
-    vectorised pass; call it once per dataset, not per period.
+    vectorised pass; call it once per dataset, not per period. ``side_features``
+    are read from ``users`` (the canonical users table) and ``items``; one known
+    for no user or item at all stops with a ConfigError (the dataset lacks it).
     """
     if history_length < 1:
         raise DataError(f"history_length must be >= 1, got {history_length}")
@@ -214,6 +251,19 @@ def build_feature_table(
     flat = histories.positions[np.repeat(starts - offsets[:-1], stops - starts) + np.arange(offsets[-1])]
     history = padded(full_items[flat], offsets, history_length)
 
+    users = empty_users() if users is None else users
+    side = {}
+    for name in side_features:
+        owner = SIDE_FEATURES[name].owner
+        side[name] = side_field(
+            name, users if owner == "user" else items, user_names if owner == "user" else item_names
+        )
+        if not len(side[name].names):
+            raise ConfigError(
+                f"features.side_features: {name!r} is known for no {owner} of this dataset (its "
+                f"{owner}s table lacks it: Amazon has no users table; a dataset prepared before user and item "
+                "features gains them with `llm4rec data prepare NAME --force`)"
+            )
     return FeatureTable(
         user=_codes(samples["user_id"].astype(str), user_names),
         item=_codes(samples["item_id"].astype(str), item_names),
@@ -224,4 +274,5 @@ def build_feature_table(
         item_names=item_names,
         genre_names=genre_names,
         rating=samples["rating"].to_numpy(dtype=np.float32) if "rating" in samples else None,
+        side=side,
     )

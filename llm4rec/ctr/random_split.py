@@ -77,6 +77,8 @@ def run_random_split(
         dataset.items,
         config.features.history_length,
         config.features.max_genres,
+        dataset.users,
+        config.features.side_features,
     )
     users = samples["user_id"].to_numpy()[test]
     warm = np.isin(table.item[test], table.item[train])

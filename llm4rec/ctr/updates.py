@@ -45,7 +45,15 @@ def timeline_features(timeline: Timeline, label_threshold: float, features: Feat
     if not np.array_equal(table["label"].to_numpy() == 1, table["rating"].to_numpy() > label_threshold):
         raise ConfigError(f"label_threshold {label_threshold:g} is not the one the timeline was labelled with")
     interactions = apply_label(timeline.dataset.interactions, label_threshold)
-    return build_feature_table(table, interactions, timeline.items, features.history_length, features.max_genres)
+    return build_feature_table(
+        table,
+        interactions,
+        timeline.items,
+        features.history_length,
+        features.max_genres,
+        timeline.dataset.users,
+        features.side_features,
+    )
 
 
 def method_name(model: str, mode: str, window: int) -> str:

@@ -2,7 +2,9 @@
 
 A batch is a dict of tensors: ``user`` (B,), ``item`` (B,), ``genres`` (B, G)
 and ``history`` (B, L) hold embedding indices (0 = padding, 1 = OOV, see
-:mod:`llm4rec.ctr.features`).
+:mod:`llm4rec.ctr.features`), and so does one (B,) tensor per side feature
+(``features.side_features``, none by default), named like it; ``vocab_sizes``
+then has one entry per side feature too, which is how a model knows them.
 
 Every model computes a last hidden representation ``h`` (B, H) and a logit
 ``output(h) + extra``, where ``output`` is one ``nn.Linear(H, 1)`` (the final
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from llm4rec.ctr.features import OOV, PAD
+from llm4rec.ctr.side_features import side_fields
 from llm4rec.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
@@ -53,7 +56,7 @@ class ModelOptions:
 
 
 class GrowingEmbedding(nn.Module):
-    """An embedding table over one vocabulary ('user', 'item' or 'genre') that can add rows.
+    """An embedding table over one vocabulary ('user', 'item', 'genre' or a side feature) that can add rows.
 
     Padding and OOV rows start at zero: padding is never trained (its gradient
     is dropped), and OOV is only trained if training data holds OOV ids, so an
@@ -102,13 +105,18 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def side_tables(vocab_sizes: dict[str, int], dim: int) -> nn.ModuleDict:
+    """One table per side feature in ``vocab_sizes`` (empty when there are none: no parameters, no draws
+    from the random stream, so a model without side features is built exactly as before they existed)."""
+    return nn.ModuleDict({name: GrowingEmbedding(name, vocab_sizes[name], dim) for name in side_fields(vocab_sizes)})
+
+
 class FieldEmbeddings(nn.Module):
-    """The four fields every model sees: user, item, mean of item genres, mean of history items.
+    """The fields every model sees: user, item, mean of item genres, mean of history items, then one per side
+    feature (none by default).
 
     History items share the item table, as in DIN and ASMG's base model.
     """
-
-    N_FIELDS = 4
 
     def __init__(self, vocab_sizes: dict[str, int], dim: int) -> None:
         super().__init__()
@@ -116,19 +124,29 @@ class FieldEmbeddings(nn.Module):
         self.user = GrowingEmbedding("user", vocab_sizes["user"], dim)
         self.item = GrowingEmbedding("item", vocab_sizes["item"], dim)
         self.genre = GrowingEmbedding("genre", vocab_sizes["genre"], dim)
+        self.side = side_tables(vocab_sizes, dim)
+
+    @property
+    def n_fields(self) -> int:
+        return 4 + len(self.side)
 
     def genres(self, batch: Batch) -> torch.Tensor:
         return masked_mean(self.genre(batch["genres"]), batch["genres"])
 
+    def side_vectors(self, batch: Batch) -> list[torch.Tensor]:
+        """(B, D) per side feature, in field order."""
+        return [table(batch[name]) for name, table in self.side.items()]
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        """(B, 4, D): user, item, pooled genres, pooled history."""
+        """(B, n_fields, D): user, item, pooled genres, pooled history, the side features."""
         history = masked_mean(self.item(batch["history"]), batch["history"])
-        return torch.stack([self.user(batch["user"]), self.item(batch["item"]), self.genres(batch), history], dim=1)
+        fields = [self.user(batch["user"]), self.item(batch["item"]), self.genres(batch), history]
+        return torch.stack([*fields, *self.side_vectors(batch)], dim=1)
 
 
 class FirstOrder(nn.Module):
-    """Sum of one learned weight per id (user, item, each genre, each history item) plus a bias:
-    the linear part of Wide&Deep, DeepFM and NFM."""
+    """Sum of one learned weight per id (user, item, each genre, each history item, each side feature's
+    value) plus a bias: the linear part of Wide&Deep, DeepFM and NFM."""
 
     def __init__(self, vocab_sizes: dict[str, int]) -> None:
         super().__init__()
@@ -137,11 +155,15 @@ class FirstOrder(nn.Module):
         self.genre = GrowingEmbedding("genre", vocab_sizes["genre"], 1)
         self.history = GrowingEmbedding("item", vocab_sizes["item"], 1)
         self.bias = nn.Parameter(torch.zeros(1))
+        self.side = side_tables(vocab_sizes, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         genres = masked_mean(self.genre(batch["genres"]), batch["genres"])
         history = masked_mean(self.history(batch["history"]), batch["history"])
-        return (self.user(batch["user"]) + self.item(batch["item"]) + genres + history).squeeze(-1) + self.bias
+        total = self.user(batch["user"]) + self.item(batch["item"]) + genres + history
+        for name, table in self.side.items():
+            total = total + table(batch[name])
+        return total.squeeze(-1) + self.bias
 
 
 class CtrModel(nn.Module):

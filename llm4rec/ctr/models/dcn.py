@@ -32,7 +32,7 @@ class DCN(CtrModel):
     def __init__(self, vocab_sizes: dict[str, int], options: ModelOptions) -> None:
         super().__init__()
         self.fields = FieldEmbeddings(vocab_sizes, options.embedding_dim)
-        width = FieldEmbeddings.N_FIELDS * options.embedding_dim
+        width = self.fields.n_fields * options.embedding_dim
         self.cross = nn.ModuleList(CrossLayer(width, self.full_rank) for _ in range(options.cross_layers))
         sizes = options.mlp or DEFAULT_MLP
         self.deep = mlp([width, *sizes], options.dropout)

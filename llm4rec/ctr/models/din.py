@@ -38,11 +38,12 @@ class DIN(CtrModel):
         self.fields = FieldEmbeddings(vocab_sizes, dim)
         self.attention = ActivationUnit(dim, options.attention_mlp)
         sizes = options.mlp or DEFAULT_MLP
-        self.deep = mlp([FieldEmbeddings.N_FIELDS * dim, *sizes], options.dropout)
+        self.deep = mlp([self.fields.n_fields * dim, *sizes], options.dropout)
         self.output = nn.Linear(sizes[-1], 1)
 
     def parts(self, batch: Batch) -> tuple[torch.Tensor, float]:
         item = self.fields.item(batch["item"])
         history = self.attention(self.fields.item(batch["history"]), item, batch["history"])
         user = self.fields.user(batch["user"])
-        return self.deep(torch.cat([user, item, self.fields.genres(batch), history], dim=1)), 0.0
+        fields = [user, item, self.fields.genres(batch), history, *self.fields.side_vectors(batch)]
+        return self.deep(torch.cat(fields, dim=1)), 0.0

@@ -16,7 +16,7 @@ class WideDeep(CtrModel):
         self.wide = FirstOrder(vocab_sizes)
         self.fields = FieldEmbeddings(vocab_sizes, options.embedding_dim)
         sizes = options.mlp or DEFAULT_MLP
-        self.deep = mlp([FieldEmbeddings.N_FIELDS * options.embedding_dim, *sizes], options.dropout)
+        self.deep = mlp([self.fields.n_fields * options.embedding_dim, *sizes], options.dropout)
         self.output = nn.Linear(sizes[-1], 1)
 
     def parts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
