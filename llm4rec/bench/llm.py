@@ -82,8 +82,7 @@ def score_with_error_memory(bench: LlmBench, sequences, batch_size: int) -> np.n
         probability = answer_probability(logits).cpu().numpy()
         vectors = hidden.float().cpu().numpy()
         memory = memory or build_memory(ReLoop2Config(), vectors.shape[1], seed=0)
-        memory.read(vectors)
-        memory.write(vectors, labels[batch], probability)
+        memory.read_then_write(vectors, labels[batch], probability)
         p[batch] = probability
     return p
 

@@ -96,8 +96,8 @@ class ReLoop2Method:
         out = np.empty(len(samples))
         for start in range(0, len(order), self.config.stream_batch_size):
             batch = order[start : start + self.config.stream_batch_size]
-            error = memory.read(hidden[batch])  # scored first ...
+            # Each batch is scored first, then its labels are known: test-then-write.
+            error = memory.read_then_write(hidden[batch], labels[batch], base_probability[batch])
             out[batch] = compensate(base_probability[batch], error, self.config.weight)
-            memory.write(hidden[batch], labels[batch], base_probability[batch])  # ... then its labels are known
         self.scored_rows.update(rows.tolist())
         return out
