@@ -123,10 +123,10 @@ MEMORY_SUFFIX = "+ReLoop2"
 MEMORY_HELP = "the LLM method plus ReLoop2's error memory over its last hidden states, served test-then-write"
 REPLAY_SUFFIXES = {"+Reservoir": "Reservoir", "+MEGG": "MEGG"}  # suffix -> llm4rec.llm.replay selection
 REPLAY_HELP = {
-    "Reservoir": "its one-period fits (FT, the short-term adapter) also learn replay.ratio x |new| samples drawn "
-    "uniformly from a reservoir of earlier periods",
-    "MEGG": "its one-period fits also learn replay.megg_ratio x |new| earlier samples chosen by GGscore over the LoRA "
-    "parameters (both ends kept)",
+    "Reservoir": "its one-period fits (FT, the short-term adapter) also learn replay.ratio x their new samples' count "
+    "of samples drawn uniformly from a reservoir of earlier periods",
+    "MEGG": "its one-period fits also learn replay.megg_ratio x their new samples' count of earlier samples, chosen "
+    "by GGscore over the LoRA parameters (both ends kept)",
 }
 
 
@@ -229,7 +229,9 @@ def key_settings(entry: LlmEntry, config) -> dict:
 def catalogue_rows() -> list[dict]:
     """One row per method for ``llm4rec methods`` and docs/methods.md: its own sections (beside the shared ones)."""
     rows = [{"name": e.name, "help": e.help, "sections": list(e.sections)} for e in _ENTRIES]
-    replayable = ", ".join(e.name for e in _ENTRIES if e.replayable)
+    replayable = ", ".join(
+        dict.fromkeys(TA_PREFIX + "<mode>" if e.merge_mode else e.name for e in _ENTRIES if e.replayable)
+    )
     rows += [
         {
             "name": f"<method>{suffix}",
