@@ -69,6 +69,8 @@ def test_the_shipped_experiment_configs_load():
         default.lsat.backbone.model_name_or_path == "runs/smollm2-135m"
         and default.lsat.fetch_backbone == "smollm2-135m"
     )
+    one_seed = load_experiment(str(paths[1]), {"seeds": [1]})  # --seeds: the sides' own seeds give way
+    assert (one_seed.llm_seeds, one_seed.ctr_seeds) == ([1], [1])
 
 
 def test_method_names_parse_for_both_sides():

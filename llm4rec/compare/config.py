@@ -218,10 +218,14 @@ def load_experiment(
     path: str, overrides: dict[str, Any] | None = None, ctr_overrides: dict[str, Any] | None = None
 ) -> ExperimentConfig:
     """Read an experiment YAML; ``overrides`` replace top-level keys and ``ctr_overrides`` keys of its ``ctr:``
-    section (both from the command line)."""
+    section (both from the command line). Seeds from the command line replace the sides' ``seeds`` too."""
     from llm4rec.config import from_dict, load_yaml
 
     data = {**load_yaml(path), **(overrides or {})}
+    if "seeds" in (overrides or {}):  # the command line's seeds are every method's: the sides' own give way
+        for side in ("llm", "ctr"):
+            if isinstance(data.get(side), dict):
+                data[side] = {key: value for key, value in data[side].items() if key != "seeds"}
     if "where" in data:
         raise ConfigError(f"{path}: unknown key(s) ['where']")
     if ctr_overrides:
