@@ -7,6 +7,7 @@ from llm4rec.ctr.models.dcn import DCN, DCNv2
 from llm4rec.ctr.models.deepfm import DeepFM
 from llm4rec.ctr.models.din import DIN
 from llm4rec.ctr.models.emb_mlp import EmbMLP
+from llm4rec.ctr.models.emerg import EmerG
 from llm4rec.ctr.models.mf import MF
 from llm4rec.ctr.models.nfm import NFM
 from llm4rec.ctr.models.wide_deep import WideDeep
@@ -21,6 +22,7 @@ MODELS: dict[str, type[CtrModel]] = {
     "DCNv2": DCNv2,
     "NFM": NFM,
     "DIN": DIN,
+    "EmerG": EmerG,
 }
 
 

@@ -37,6 +37,8 @@ class ModelOptions:
     dropout: float = 0.0
     cross_layers: int = 2  # DCN / DCNv2
     attention_mlp: list[int] = field(default_factory=lambda: [36])  # DIN's activation unit
+    # EmerG's GNN depth (layer l: interactions of order l + 1); keyed only when set, so older keys stay.
+    gnn_layers: int = field(default=3, metadata={"keyed_when_set": True})
 
     def __post_init__(self) -> None:
         if not 1 <= self.embedding_dim <= 1024:
@@ -53,6 +55,8 @@ class ModelOptions:
             raise ConfigError(f"model.dropout: expected a value in [0, 1), got {self.dropout}")
         if self.cross_layers < 1:
             raise ConfigError(f"model.cross_layers: must be >= 1, got {self.cross_layers}")
+        if not 1 <= self.gnn_layers <= 8:
+            raise ConfigError(f"model.gnn_layers: must be an integer in 1..8, got {self.gnn_layers}")
 
 
 class GrowingEmbedding(nn.Module):
