@@ -45,6 +45,14 @@ def run_ctr(config, out: str | Path | None = None, progress: bool = True) -> tup
         import torch
 
         torch.set_num_threads(config.threads)
+    if config.protocol == "coldstart":
+        from llm4rec.ctr.coldstart import run_coldstart
+
+        dataset, rows, reports = load_dataset(config.data.name), [], {}
+        for seed in config.run_seeds:  # each seed: its own initialisation and batch order (the split is fixed)
+            seed_rows, reports[seed] = run_coldstart(dataset, config, seed=seed, progress=progress)
+            rows += seed_rows
+        return rows, (next(iter(reports.values())) if len(reports) == 1 else {str(s): r for s, r in reports.items()})
     if config.protocol == "random":
         from llm4rec.ctr.random_split import run_random_split
 
@@ -115,15 +123,19 @@ def _run_and_write(args: argparse.Namespace, config) -> int:
         ranked_seed_means,
         summary_table,
         with_means,
-        with_rmse,
+        with_optional_metrics,
         write_run,
     )
 
     started = time.perf_counter()
     rows, reports = run_ctr(config, progress=not args.quiet)
     seconds = time.perf_counter() - started
+    if config.protocol == "coldstart":
+        from llm4rec.ctr.coldstart_report import print_and_write
+
+        return print_and_write(config, rows, reports, seconds, args.out)
     rows = with_means(rows)
-    columns = with_rmse(["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
+    columns = with_optional_metrics(["method", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
     if n_seeds(rows) > 1:
         means = ranked_seed_means(rows)
         print(summary_table(means, [columns[0], "seeds", *columns[1:]]))

@@ -7,6 +7,8 @@ from typing import Literal
 
 from llm4rec.config import check_seed, check_seeds
 from llm4rec.ctr.catalogue import UPDATE_MODES, check_method, method_names, parse_method
+from llm4rec.ctr.coldstart import ColdStartConfig
+from llm4rec.ctr.emerg_train import EmergTrainConfig
 from llm4rec.ctr.features import FeatureConfig
 from llm4rec.ctr.models import check_model_name
 from llm4rec.ctr.models.base import ModelOptions
@@ -38,7 +40,7 @@ class RandomSplitConfig:
 @dataclass
 class CtrConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    protocol: Literal["periods", "random"] = "periods"
+    protocol: Literal["periods", "random", "coldstart"] = "periods"
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     updates: list[str] = field(default_factory=lambda: list(UPDATE_MODES))  # periods only; [] if incremental runs
     incremental: IncrementalConfig = field(default_factory=IncrementalConfig)  # periods only
@@ -46,6 +48,10 @@ class CtrConfig:
     pretrain_periods: int = 3  # K: pre-train on periods 0..K-1, test periods K..last
     last_test_period: int | None = None
     random_split: RandomSplitConfig = field(default_factory=RandomSplitConfig)
+    coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)  # protocol: coldstart (llm4rec.ctr.coldstart)
+    emerg: EmergTrainConfig = field(
+        default_factory=EmergTrainConfig
+    )  # EmerG's meta-learning in the cold-start protocol
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelOptions = field(default_factory=ModelOptions)
     train: CtrTrainConfig = field(default_factory=CtrTrainConfig)
@@ -81,8 +87,10 @@ class CtrConfig:
             check_seeds(self.seeds, "seeds")
             if self.seed != 0:
                 raise ConfigError(f"seed ({self.seed}) and seeds ({self.seeds}): give one of them")
-        if self.protocol == "random" and self.incremental.methods:
-            raise ConfigError("incremental.methods apply to protocol 'periods' only (random: one split, no updates)")
+        if self.protocol != "periods" and self.incremental.methods:
+            raise ConfigError(
+                f"incremental.methods apply to protocol 'periods' only ({self.protocol}: no periods to update over)"
+            )
         if self.window < 1:
             raise ConfigError(f"window: BU-w needs w >= 1, got {self.window}")
         if self.threads < 0:
@@ -100,7 +108,7 @@ class CtrConfig:
 
     def _check_task(self, methods: list) -> None:
         task = self.train.task
-        if self.protocol == "random":
+        if self.protocol != "periods":
             raise ConfigError(f"train.task: {task!r} runs over periods only (protocol: periods)")
         refused = [m.name for m in methods if task not in m.tasks]
         if refused:

@@ -1,6 +1,6 @@
-"""Metrics shared by every method: AUC, gAUC, LogLoss, RMSE.
+"""Metrics shared by every method: AUC, gAUC, LogLoss, RMSE, and F1 at the mean score (cold-start warm-up).
 
-AUC, LogLoss and RMSE delegate to scikit-learn. gAUC is ours because the
+AUC, LogLoss, RMSE and F1 delegate to scikit-learn. gAUC is ours because the
 libraries disagree on it (see :func:`gauc`); it is computed for all users at
 once from within-user ranks, so it stays fast on millions of rows.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score, root_mean_squared_error
+from sklearn.metrics import f1_score, log_loss, roc_auc_score, root_mean_squared_error
 
 # Probabilities are clipped before LogLoss so one confident mistake gives a
 # large but finite loss, as in FuxiCTR and RecBole.
@@ -97,3 +97,14 @@ def rmse(y, prediction) -> float:
     if len(y) == 0:
         return float("nan")
     return float(root_mean_squared_error(y, prediction))
+
+
+def f1_at_mean(y, p) -> float:
+    """F1 of the positive class with a sample predicted positive when its score exceeds the mean score: the
+    second metric of the cold-start warm-up papers (MWUF, EmerG), whose threshold adapts to each model's scale."""
+    y, p = _as_1d("y", y), _as_1d("p", np.asarray(p, dtype=np.float64))
+    _check_same_length(y=y, p=p)
+    _check_binary(y)
+    if len(y) == 0:
+        return float("nan")
+    return float(f1_score(y, (p > p.mean()).astype(int), zero_division=0.0))

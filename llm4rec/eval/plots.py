@@ -75,6 +75,7 @@ def plot_metric_per_period(
     metric: str = "auc",
     title: str = "",
     highlight: dict[str, list[str]] | None = None,
+    xlabel: str = "tested period (trained through the period before)",
 ) -> Path:
     """One line per method: ``metric`` on each tested period (mean over seeds); many methods split into panels.
 
@@ -99,8 +100,9 @@ def plot_metric_per_period(
             x, y = [r.period for r in own], [getattr(r, metric) for r in own]
             (line,) = axes.plot(x, y, marker="o", label=method)
             _error_bars(axes, x, y, [spread.get((method, period)) for period in x], line.get_color(), 1.0)
-        axes.set_xlabel("tested period (trained through the period before)")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # periods are whole numbers
+        axes.set_xlabel(xlabel)
+        if all(isinstance(r.period, int) for r in rows):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # periods are whole numbers
         axes.set_title(group)
         axes.grid(alpha=0.3)
         axes.legend(loc="best", fontsize="small")

@@ -27,6 +27,7 @@ from llm4rec.errors import DataError, brief
 from llm4rec.eval.results import (
     COLUMNS,
     MEAN,
+    OPTIONAL_METRICS,
     PRETRAINED,
     SUMMARY_COLUMNS,
     ResultRow,
@@ -41,12 +42,15 @@ from llm4rec.io import write_json, write_text
 PREDICTION_COLUMNS = ["user_id", "item_id", "label", "p"]
 
 
-def with_rmse(columns: list[str], rows: list[ResultRow]) -> list[str]:
-    """``columns`` with ``rmse`` after ``logloss`` when some row has one (the rating task)."""
-    if "rmse" in columns or all(math.isnan(r.rmse) for r in rows):
-        return columns
-    at = columns.index("logloss") + 1 if "logloss" in columns else len(columns)
-    return [*columns[:at], "rmse", *columns[at:]]
+def with_optional_metrics(columns: list[str], rows: list[ResultRow]) -> list[str]:
+    """``columns`` with each of :data:`OPTIONAL_METRICS` (``rmse``: the rating task; ``f1``: the cold-start
+    protocol) after ``logloss`` when some row has one."""
+    for name in reversed(OPTIONAL_METRICS):
+        if name in columns or all(math.isnan(getattr(r, name)) for r in rows):
+            continue
+        at = columns.index("logloss") + 1 if "logloss" in columns else len(columns)
+        columns = [*columns[:at], name, *columns[at:]]
+    return columns
 
 
 def n_seeds(rows: list[ResultRow]) -> int:
@@ -180,7 +184,7 @@ def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str 
     means = ranked_means(rows)
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seed", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
-    mean_columns = with_rmse(mean_columns, rows)
+    mean_columns = with_optional_metrics(mean_columns, rows)
     note = compared_note(rows)
     parts.append(
         "## Mean over tested periods (ranked by AUC)\n\n"
@@ -191,7 +195,9 @@ def format_markdown(rows: list[ResultRow], title: str | None = None, notes: str 
     own = own_period_means(rows)
     if own:
         parts.append(OWN_PERIODS_NOTE + markdown_table(own, mean_columns) + "\n")
-    period_columns = with_rmse(["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
+    period_columns = with_optional_metrics(
+        ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows
+    )
     if any(r.served_by for r in rows):
         period_columns.append("served_by")
     methods = dict.fromkeys(r.method for r in rows if r.period != MEAN)
@@ -209,7 +215,7 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str 
     seeds = sorted({r.seed for r in rows})
     parts = [f"# {title}\n" if title else "", f"{notes}\n" if notes else ""]
     mean_columns = ["method", "split", "seeds", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"]
-    mean_columns = with_rmse(mean_columns, rows)
+    mean_columns = with_optional_metrics(mean_columns, rows)
     note = compared_note(rows)
     parts.append(
         f"## Mean over tested periods, mean ± std over {len(seeds)} seeds {seeds} (ranked by AUC)\n\n"
@@ -220,7 +226,9 @@ def _format_markdown_seeds(rows: list[ResultRow], title: str | None, notes: str 
     own = own_period_means(rows)
     if own:
         parts.append(OWN_PERIODS_NOTE + summary_table(across_seeds(own), mean_columns) + "\n")
-    period_columns = with_rmse(["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows)
+    period_columns = with_optional_metrics(
+        ["period", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds"], rows
+    )
     per_period = across_seeds([r for r in rows if r.period != MEAN])
     for method in dict.fromkeys(s.method for s in per_period):
         own = [s for s in per_period if s.method == method]
@@ -237,9 +245,17 @@ def write_results(
     rows: list[ResultRow], out_dir: str | Path, title: str | None = None, notes: str | None = None
 ) -> dict[str, Path]:
     """Write the three result files into ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
     rows = with_means(rows)
-    paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv", "md": out_dir / "results.md"}
+    paths = write_rows(rows, out_dir)
+    paths["md"] = Path(out_dir) / "results.md"
+    write_text(paths["md"], format_markdown(rows, title, notes))
+    return paths
+
+
+def write_rows(rows: list[ResultRow], out_dir: str | Path) -> dict[str, Path]:
+    """``results.json`` and ``results.csv`` of ``rows`` as they are (the shared schema, :data:`COLUMNS`)."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / "results.json", "csv": out_dir / "results.csv"}
     write_json(paths["json"], [r.to_dict() for r in rows])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -247,7 +263,6 @@ def write_results(
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.to_dict().items()})
     write_text(paths["csv"], buffer.getvalue())
-    write_text(paths["md"], format_markdown(rows, title, notes))
     return paths
 
 

@@ -25,9 +25,10 @@ from llm4rec.eval import metrics
 
 COLUMNS = [
     "method", "period", "split", "n", "auc", "gauc", "logloss", "auc_warm", "auc_cold", "seconds", "seed", "served_by",
-    "rmse",
+    "rmse", "f1",
 ]  # fmt: skip
-METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold", "rmse"]
+METRIC_COLUMNS = ["auc", "gauc", "logloss", "auc_warm", "auc_cold", "rmse", "f1"]
+OPTIONAL_METRICS = ("rmse", "f1")  # shown only where some row has one (the rating task; the cold-start protocol)
 SUMMARY_COLUMNS = [*METRIC_COLUMNS, "seconds"]  # what across_seeds aggregates
 MEAN = "mean"
 PRETRAINED = "pre-trained"  # served_by: the model pre-trained before the first update, the same for every method
@@ -48,6 +49,7 @@ class ResultRow:
     seed: int = 0
     served_by: str = ""  # "" (the method's own model), PRETRAINED, or the method whose model served
     rmse: float = float("nan")  # the rating task's RMSE on the rating scale; NaN for the CTR task
+    f1: float = float("nan")  # the cold-start protocol's F1 at the mean score (metrics.f1_at_mean); NaN elsewhere
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes None."""
@@ -74,6 +76,7 @@ def score(
     served_by: str = "",
     ratings: np.ndarray | None = None,
     rating_scale: tuple[float, float] | None = None,
+    with_f1: bool = False,
 ) -> ResultRow:
     """Compute every metric of the schema for one method on one tested period.
 
@@ -98,6 +101,7 @@ def score(
         seed=seed,
         served_by=served_by,
         rmse=error,
+        f1=metrics.f1_at_mean(y, p) if with_f1 else float("nan"),
     )
 
 
