@@ -182,3 +182,13 @@ def _as_dict(config) -> dict:
     data = dataclasses.asdict(config)
     data["data"] = {"name": config.data.name}
     return {k: v for k, v in data.items() if k in ("protocol", "models", "coldstart", "features", "model", "train")}
+
+
+def test_the_shipped_coldstart_configs_load():
+    from pathlib import Path
+
+    from llm4rec.config import load_yaml
+
+    for path in sorted(Path(__file__).parents[1].glob("configs/ctr/*coldstart.yaml")):
+        config = from_dict(CtrConfig, load_yaml(path), where=str(path))
+        assert config.protocol == "coldstart" and "EmerG" in config.models and config.run_seeds == [0, 1, 2]
