@@ -132,10 +132,17 @@ class LoraReplay:
         samples = session.samples(candidates)
         name = session.load(scorer)
         targets = np.where(np.asarray(samples["label"]) == 1, *session.backbone.answer_ids)
-        scores = lora_ggscores(
-            session.model, name, samples["input_ids"], targets, session.backbone.tokenizer.pad_token_id,
-            self.config.megg_chunk_size, progress=session.progress,
-        )  # fmt: skip
+        from llm4rec.llm.train import attention_implementation, training_attention
+
+        model = session.model
+        attention = training_attention(model.get_base_model(), session.train_config, next(model.parameters()).device)
+        with attention_implementation(
+            model, attention
+        ):  # the training steps' attention: SDPA's backward is slow on a CPU
+            scores = lora_ggscores(
+                model, name, samples["input_ids"], targets, session.backbone.tokenizer.pad_token_id,
+                self.config.megg_chunk_size, progress=session.progress,
+            )  # fmt: skip
         chosen = np.sort(positions[keep_both_ends(scores, n)])
         self._store(key, chosen, scores)
         return chosen
