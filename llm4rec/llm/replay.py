@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ from llm4rec.data.periods import Timeline
 from llm4rec.errors import ConfigError
 from llm4rec.incremental.reservoir import Reservoir, keep_both_ends
 from llm4rec.io import write_json
+from llm4rec.llm.train import attention_implementation, training_attention
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +131,10 @@ class LoraReplay:
         cached = self._cached(key)
         if cached is not None:
             return cached
+        started = time.perf_counter()
         samples = session.samples(candidates)
         name = session.load(scorer)
         targets = np.where(np.asarray(samples["label"]) == 1, *session.backbone.answer_ids)
-        from llm4rec.llm.train import attention_implementation, training_attention
-
         model = session.model
         attention = training_attention(model.get_base_model(), session.train_config, next(model.parameters()).device)
         with attention_implementation(
@@ -144,7 +145,12 @@ class LoraReplay:
                 self.config.megg_chunk_size, progress=session.progress,
             )  # fmt: skip
         chosen = np.sort(positions[keep_both_ends(scores, n)])
-        self._store(key, chosen, scores)
+        seconds = time.perf_counter() - started
+        log.info(
+            "MEGG: GGscores of %d reservoir rows under %s in %.1f s (%.0f%% positive); kept both ends, %d rows",
+            len(positions), scorer, seconds, 100 * float(np.mean(scores > 0)), len(chosen),
+        )  # fmt: skip
+        self._store(key, chosen, scores, seconds)
         return chosen
 
     def _cache_file(self, key: str):
@@ -156,10 +162,10 @@ class LoraReplay:
             return None
         return np.asarray(json.loads(path.read_text())["chosen"], dtype=np.int64)
 
-    def _store(self, key: str, chosen: np.ndarray, scores: np.ndarray) -> None:
+    def _store(self, key: str, chosen: np.ndarray, scores: np.ndarray, seconds: float) -> None:
         path = self._cache_file(key)
         if path is not None:
-            write_json(path, {"chosen": chosen.tolist(), "ggscores": scores.tolist()})
+            write_json(path, {"chosen": chosen.tolist(), "ggscores": scores.tolist(), "seconds": round(seconds, 1)})
 
 
 # --- GGscores over LoRA parameters ------------------------------------------------------------------------------
