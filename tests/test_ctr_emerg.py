@@ -170,6 +170,19 @@ def test_meta_train_reports_its_tasks_and_keeps_the_best_epoch():
         meta_train(model(), short, config)
 
 
+def test_meta_train_stops_when_the_val_auc_has_not_improved_for_patience_epochs(monkeypatch):
+    import llm4rec.ctr.emerg_train as emerg_train
+
+    aucs = iter([0.6, 0.7, 0.65, 0.68, 0.69, 0.9])  # best at epoch 2, then 3 epochs without a gain
+    monkeypatch.setattr(emerg_train.metrics, "auc", lambda labels, scores: next(aucs))
+    train = samples([2, 3, 4, 5], n_per_item=8)
+    report = meta_train(model(), train, EmergTrainConfig(meta_epochs=6, tasks_per_step=4, patience=3), val=train)
+    assert report.val_auc == [0.6, 0.7, 0.65, 0.68, 0.69] and report.best_epoch == 2
+    aucs = iter([0.6, 0.5, 0.4])
+    report = meta_train(model(), train, EmergTrainConfig(meta_epochs=3, tasks_per_step=4, patience=None), val=train)
+    assert len(report.val_auc) == 3 and report.best_epoch == 1
+
+
 def test_warm_up_moves_only_the_new_items_rows_and_fits_them():
     net = model()
     fit(net, samples([2, 3, 4, 5]), None, CtrTrainConfig(epochs=2, batch_size=8, learning_rate=0.05))
@@ -222,6 +235,7 @@ def test_meta_training_and_warm_up_run_on_the_device_given(device):
         ({"support_share": 1.0}, "emerg.support_share: expected a value in (0, 1)"),
         ({"support_weight": 2.0}, "emerg.support_weight: expected a value in [0, 1]"),
         ({"min_samples": 1}, "emerg.min_samples: must be >= 2"),
+        ({"patience": 0}, "emerg.patience: must be >= 1 or null"),
     ],
 )
 def test_bad_training_options_name_the_field(changes, message):

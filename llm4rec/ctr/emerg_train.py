@@ -51,7 +51,8 @@ from llm4rec.eval import metrics
 
 @dataclass
 class EmergTrainConfig:
-    meta_epochs: int = 2  # passes over the old items' tasks
+    meta_epochs: int = 50  # at most this many passes over the old items' tasks...
+    patience: int | None = 5  # ...stopping when the val AUC has not improved for this many (None: never)
     tasks_per_step: int = 32  # items per outer step
     support_share: float = 0.5  # share of an item's samples (the earliest) in its support set
     min_samples: int = 4  # items with fewer samples are not tasks (each needs a support and a query part)
@@ -67,6 +68,8 @@ class EmergTrainConfig:
         for name in ("meta_epochs", "tasks_per_step", "inner_steps", "warm_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"emerg.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"emerg.patience: must be >= 1 or null (never stop early), got {self.patience}")
         if self.min_samples < 2:
             raise ConfigError(f"emerg.min_samples: must be >= 2 (a support and a query sample), got {self.min_samples}")
         if not 0 < self.support_share < 1:
@@ -245,6 +248,8 @@ def meta_train(
         if auc > best_auc or best_state is None:
             best_auc, report.best_epoch = auc, epoch
             best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        elif config.patience is not None and epoch - report.best_epoch >= config.patience:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     report.seconds = time.perf_counter() - started
