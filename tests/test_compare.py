@@ -58,18 +58,21 @@ def test_the_shipped_experiment_configs_load():
     from llm4rec.compare.config import load_experiment
 
     paths = sorted(Path(__file__).parents[1].glob("configs/experiments/*.yaml"))
-    assert [p.name for p in paths] == ["ml-100k-quick.yaml", "ml-100k.yaml"]
-    for path in paths:
+    assert [p.name for p in paths] == ["ml-100k-cold-items.yaml", "ml-100k-quick.yaml", "ml-100k.yaml"]
+    for path in paths[1:]:
         config = load_experiment(str(path))
         assert {s.side for s in config.specs} >= {"llm", "ctr"}
         assert config.lsat.samples.test == config.test_samples  # the LLM side is scored on the shared rows
-    default = load_experiment(str(paths[1]))
+    cold = load_experiment(str(paths[0]))  # the CTR side on every tested sample, with the side features
+    assert cold.lsat is None and cold.test_samples is None and "EmerG-IU" in [s.name for s in cold.specs]
+    assert cold.ctr_config.features.side_features == ["age", "gender", "occupation", "zip", "year"]
+    default = load_experiment(str(paths[2]))
     assert (default.llm_seeds, default.ctr_seeds, default.tested_periods) == ([0, 1, 2], [0, 1, 2], [8, 9])
     assert (
         default.lsat.backbone.model_name_or_path == "runs/smollm2-135m"
         and default.lsat.fetch_backbone == "smollm2-135m"
     )
-    one_seed = load_experiment(str(paths[1]), {"seeds": [1]})  # --seeds: the sides' own seeds give way
+    one_seed = load_experiment(str(paths[2]), {"seeds": [1]})  # --seeds: the sides' own seeds give way
     assert (one_seed.llm_seeds, one_seed.ctr_seeds) == ([1], [1])
 
 
