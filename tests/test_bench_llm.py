@@ -163,14 +163,18 @@ def test_bench_cli_prints_a_json_line_per_measurement_and_tables(capsys, tmp_pat
     kinds = {(r["bench"], r.get("path") or r.get("model") or r.get("what") or r.get("stage")) for r in records}
     for expected in [("score", "ours"), ("score", "peer-logits"), ("score", "peer-generate"), ("train", "ours"),
                      ("train", "peer-trainer"), ("lsat", "ensemble, one pass"), ("lsat", "merge_and_unload"),
-                     ("ctr", "MF"), ("machine", "start")]:  # fmt: skip
+                     ("megg", "GGscores, one pass"), ("megg", "gradient pass (floor)"), ("ctr", "MF"),
+                     ("machine", "start")]:  # fmt: skip
         assert expected in kinds
     scores = [r for r in records if r["bench"] == "score" and r.get("kind") != "ratio"]
     assert all(r["max_abs_diff_vs_ours"] < 1e-4 and r["samples_per_s"] > 0 and r["forward_mfu"] > 0 for r in scores)
     ratios = [r for r in records if r.get("kind") == "ratio"]
-    assert {r["bench"] for r in ratios} == {"score", "train", "lsat"}
+    assert {r["bench"] for r in ratios} == {"score", "train", "megg", "lsat"}
+    (megg,) = [r for r in ratios if r["what"] == "GGscores one pass / gradient pass (time)"]
+    assert megg["max_rel_diff_one_vs_two_passes"] < 1e-4  # the two forms give the same GGscores
     assert all(r["met"] in (True, False, None) and r["ratio"] > 0 for r in ratios)
     assert "| arch | dtype | batch | path | samples/s |" in out and "Ratios against targets" in out
+    assert "MEGG GGscores over the LoRA weights" in out
 
 
 def test_training_shares_the_prompt_prefix_only_when_it_changes_nothing(one_thread):

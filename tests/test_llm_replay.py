@@ -49,19 +49,21 @@ def brute_force_ggscores(model, adapter: str, targets: np.ndarray) -> np.ndarray
     return (stacked @ stacked.mean(0)).numpy()
 
 
-def test_ggscores_equal_a_brute_force_per_sample_autograd_dot_product(backbone):
+@pytest.mark.parametrize("one_pass_bytes", [2**31, 0], ids=["one pass, per-sample gradients kept", "two passes"])
+def test_ggscores_equal_a_brute_force_per_sample_autograd_dot_product(backbone, one_pass_bytes):
     model = lora_model(backbone)
     targets = np.array([backbone.answer_ids[i % 2] for i in range(len(SEQUENCES))])
     pad = backbone.tokenizer.pad_token_id
     model.set_adapter("other")
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    scores = lora_ggscores(model, "first", SEQUENCES, targets, pad, batch_size=3)
+    scores = lora_ggscores(model, "first", SEQUENCES, targets, pad, batch_size=3, one_pass_bytes=one_pass_bytes)
     assert model.active_adapter == "other"  # the model is left as it was found
     assert flags == {n: p.requires_grad for n, p in model.named_parameters()}
     expected = brute_force_ggscores(model, "first", targets)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-7 * np.abs(expected).max())
     assert np.ptp(expected) > 0.1 * np.abs(expected).max()  # samples differ: there is something to rank
-    np.testing.assert_allclose(lora_ggscores(model, "first", SEQUENCES, targets, pad, batch_size=5), scores, rtol=1e-4)
+    again = lora_ggscores(model, "first", SEQUENCES, targets, pad, batch_size=5, one_pass_bytes=one_pass_bytes)
+    np.testing.assert_allclose(again, scores, rtol=1e-4)
 
 
 def test_the_new_rows_are_the_ones_training_draws_from_a_capped_set():

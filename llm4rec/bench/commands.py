@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-BENCHES = ("score", "train", "lsat", "ctr")
+BENCHES = ("score", "train", "megg", "lsat", "ctr")
 
 
 def _int_list(text: str) -> list[int]:
@@ -107,9 +107,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if llm_benches:
         from llm4rec.bench.llm import bench_scoring, bench_training
         from llm4rec.bench.lsat import bench_lsat
+        from llm4rec.bench.replay import bench_ggscores
         from llm4rec.bench.settings import prepare
 
-        runs = {"score": bench_scoring, "train": bench_training, "lsat": bench_lsat}  # lsat last: it merges weights
+        runs = {"score": bench_scoring, "train": bench_training, "megg": bench_ggscores, "lsat": bench_lsat}  # lsat
+        # last: it merges weights
         for setting in settings:
             bench = prepare(setting)
             for name in llm_benches:
@@ -128,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_llm_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("LLM (score, train, lsat)")
+    group = parser.add_argument_group("LLM (score, train, megg, lsat)")
     group.add_argument(
         "--arch",
         type=_names,
@@ -209,9 +211,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     helps = {
         "score": "P(Yes) scoring: samples/s and peak memory, ours vs peers, at several batch sizes",
         "train": "LoRA training: tokens/s, samples/s and peak memory, ours vs transformers.Trainer",
+        "megg": "MEGG's GGscores over the LoRA weights (one pass, two passes) vs one plain gradient pass",
         "lsat": "LSAT inference: ensemble in two passes vs one mixed pass, merged adapter, merge_and_unload",
         "ctr": "CTR models: training and scoring samples/s",
-        "all": "all of the above (score, train, lsat for each --arch, then ctr)",
+        "all": "all of the above (score, train, megg, lsat for each --arch, then ctr)",
     }
     for name, text in helps.items():
         sub = subcommands.add_parser(name, help=text, description=text)

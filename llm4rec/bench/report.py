@@ -102,6 +102,18 @@ def lsat_table(records: list[dict]) -> str | None:
     return "LSAT inference\n\n" + _table(header, table)
 
 
+def megg_table(records: list[dict]) -> str | None:
+    rows = _measurements(records, "megg")
+    if not rows:
+        return None
+    header = ["arch", "dtype", "batch", "n", "path", "seconds", "samples/s", "peak MB"]
+    table = [
+        [r["arch"], r["dtype"], r["batch_size"], r["n"], r["path"], r["seconds"], r["samples_per_s"], r["peak_mem_mb"]]
+        for r in rows
+    ]
+    return "MEGG GGscores over the LoRA weights\n\n" + _table(header, table)
+
+
 def ctr_table(records: list[dict]) -> str | None:
     rows = _measurements(records, "ctr")
     if not rows:
@@ -133,5 +145,5 @@ def targets_table(records: list[dict]) -> str | None:
 
 
 def markdown_report(records: list[dict]) -> str:
-    tables = [t(records) for t in (scoring_table, training_table, lsat_table, ctr_table, targets_table)]
+    tables = [t(records) for t in (scoring_table, training_table, megg_table, lsat_table, ctr_table, targets_table)]
     return "\n\n".join(t for t in tables if t)

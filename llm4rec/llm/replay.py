@@ -20,13 +20,15 @@ reservoir and selection rules (:mod:`llm4rec.incremental.reservoir`):
 |new| is the fit's own sample of period t (``samples.recent_fit``, the same rows the method without replay
 learns), so replay adds samples and never displaces new ones. The fit's record says how many of each it saw.
 
-Per-sample gradients of an LLM do not fit in memory side by side (a LoRA of SmolLM2 holds 0.46M parameters), and
-one backward pass per sample is slow. A LoRA layer's weight gradient is a sum over tokens of outer products,
-grad(W) = sum_t delta_t x_t^T (x_t the layer's input at token t, delta_t the loss's gradient at its output),
-so <grad_z(W), R> = sum_t delta_t^T R x_t needs no per-sample gradient at all: :func:`lora_ggscores` catches
-every LoRA layer's inputs and output gradients in one batched backward pass (padding rows contribute nothing: no
-loss reads them) and contracts them with the reference. Written here because no library computes dot products of
-per-sample gradients with a fixed vector (Opacus computes per-sample norms, not dot products).
+One backward pass per sample is slow, and autograd gives only a batch's summed gradient. But a LoRA layer's
+weight gradient is a sum over tokens of outer products, grad(W) = sum_t delta_t x_t^T (x_t the layer's input at
+token t, delta_t the loss's gradient at its output), both of which hooks catch in one batched backward pass
+(padding rows contribute nothing: no loss reads them). :func:`lora_ggscores` contracts them into each sample's
+LoRA gradient and keeps those side by side (a LoRA of SmolLM2 holds 0.46M parameters: 0.3 GB for a pool of 168),
+so one pass gives every score; a pool whose gradients would not fit ``one_pass_bytes`` takes two passes that
+keep nothing per sample: the reference R first, then <grad_z(W), R> = sum_t delta_t^T R x_t. Written here:
+Opacus's GradSampleModule does the same contraction for linear layers but wraps the whole model for training
+with differential privacy, and has no two-pass form; the few lines here tap only the LoRA layers, for one call.
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def _batches(sequences, batch_size: int) -> list[np.ndarray]:
     return length_sorted_batches([len(s) for s in sequences], batch_size)
 
 
-def _summed_loss(model, sequences, targets: torch.Tensor, rows: np.ndarray, pad_id: int) -> torch.Tensor:
+def summed_answer_loss(model, sequences, targets: torch.Tensor, rows: np.ndarray, pad_id: int) -> torch.Tensor:
     """The sum over ``rows`` of each sample's answer loss (training's loss: cross-entropy of the answer token)."""
     from llm4rec.llm.score import left_pad, to_device
     from llm4rec.llm.train import answer_loss
@@ -238,39 +240,79 @@ def _summed_loss(model, sequences, targets: torch.Tensor, rows: np.ndarray, pad_
     return answer_loss(model, to_device(input_ids, device), to_device(mask, device), batch_targets) * len(rows)
 
 
+ONE_PASS_BYTES = 2**31  # per-sample LoRA gradients kept side by side up to this size (SmolLM2, 168 rows: 0.3 GB)
+
+
 def lora_ggscores(
-    model, adapter: str, sequences, targets, pad_id: int, batch_size: int = 16, progress: bool = False
-) -> np.ndarray:
+    model, adapter: str, sequences, targets, pad_id: int, batch_size: int = 16, progress: bool = False,
+    one_pass_bytes: int = ONE_PASS_BYTES,
+) -> np.ndarray:  # fmt: skip
     """GGscore of every sample: <grad of its answer loss, grad of the mean loss over all of them>, both over the
-    LoRA weights of ``adapter`` (eval mode, float64 sums). Two batched passes: the reference gradient, then each
-    sample's dot product with it from the LoRA layers' inputs and output gradients (module docstring)."""
+    LoRA weights of ``adapter`` (eval mode, float64 sums).
+
+    One batched forward-backward pass when every sample's LoRA gradient fits in ``one_pass_bytes`` (float32): each
+    sample's gradient is contracted from its LoRA layers' inputs and output gradients (sum_t delta_t x_t^T), kept,
+    and dotted with their mean at the end. Otherwise two passes, which keep nothing per sample: the reference
+    gradient first, then each sample's sum_t delta_t^T R x_t (module docstring)."""
     layers = lora_layers(model, adapter)
     weights = {name: layer.weight for name, layer in layers}
     targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     batches, n = _batches(sequences, batch_size), len(sequences)
-    scores = torch.zeros(n, dtype=torch.float64)
+    one_pass = n * sum(w.numel() for w in weights.values()) * 4 <= one_pass_bytes
     with _active_and_trainable(model, adapter, layers):
-        reference = {name: torch.zeros_like(w, dtype=torch.float32) for name, w in weights.items()}
-        bar = tqdm(total=2 * len(batches), desc="MEGG GGscores", unit="batch", disable=not progress)
-        for rows in batches:
-            loss = _summed_loss(model, sequences, targets, rows, pad_id) / n
-            for name, g in zip(weights, torch.autograd.grad(loss, list(weights.values())), strict=True):
-                reference[name] += g.float()
-            bar.update()
+        bar = tqdm(total=len(batches) * (1 if one_pass else 2), desc="MEGG GGscores", unit="batch",
+                   disable=not progress)  # fmt: skip
         taps = _Taps(layers)
         try:
-            for rows in batches:
-                loss = _summed_loss(model, sequences, targets, rows, pad_id)
-                torch.autograd.grad(loss, list(weights.values()))  # fills the taps; the summed gradient is unused
-                score = torch.zeros(len(rows), dtype=torch.float64, device=loss.device)
-                for name in weights:
-                    x = taps.inputs[name].flatten(1, -2).float()  # [batch, tokens, in]
-                    delta = taps.output_grads[name].flatten(1, -2).float()  # [batch, tokens, out]
-                    r = reference[name].to(delta.device)  # [out, in]
-                    score += torch.einsum("bto,oi,bti->b", delta, r, x).double()
-                scores[torch.as_tensor(rows)] = score.cpu()
-                bar.update()
+            if one_pass:
+                return _one_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id, bar)
+            return _two_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id, bar)
         finally:
             taps.remove()
             bar.close()
+
+
+def _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id) -> None:
+    """One batch's forward and backward: fills ``taps`` with every LoRA layer's input and output gradient."""
+    loss = summed_answer_loss(model, sequences, targets, rows, pad_id)
+    torch.autograd.grad(loss, list(weights.values()))  # the summed gradient itself is not needed
+
+
+def _one_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id, bar) -> np.ndarray:
+    gradients = {name: torch.empty((len(sequences), *w.shape), dtype=torch.float32) for name, w in weights.items()}
+    for rows in batches:
+        _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
+        for name in weights:
+            x = taps.inputs[name].flatten(1, -2).float()  # [batch, tokens, in]
+            delta = taps.output_grads[name].flatten(1, -2).float()  # [batch, tokens, out]
+            gradients[name][torch.as_tensor(rows)] = torch.einsum("bto,bti->boi", delta, x).cpu()
+        bar.update()
+    scores = torch.zeros(len(sequences), dtype=torch.float64)
+    for g in gradients.values():
+        reference = g.double().mean(0)
+        scores += torch.einsum("boi,oi->b", g.double(), reference)
+    return scores.numpy()
+
+
+def _two_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id, bar) -> np.ndarray:
+    n = len(sequences)
+    reference = {name: torch.zeros_like(w, dtype=torch.float32) for name, w in weights.items()}
+    for rows in batches:
+        _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
+        for name in weights:  # the batch's summed gradient, from the taps (the same contraction as one_pass)
+            x = taps.inputs[name].flatten(1, -2).float()
+            delta = taps.output_grads[name].flatten(1, -2).float()
+            reference[name] += torch.einsum("bto,bti->oi", delta, x).cpu() / n
+        bar.update()
+    scores = torch.zeros(n, dtype=torch.float64)
+    for rows in batches:
+        _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
+        score = torch.zeros(len(rows), dtype=torch.float64)
+        for name in weights:
+            x = taps.inputs[name].flatten(1, -2).float()
+            delta = taps.output_grads[name].flatten(1, -2).float()
+            r = reference[name].to(delta.device)  # [out, in]
+            score += torch.einsum("bto,oi,bti->b", delta, r, x).double().cpu()
+        scores[torch.as_tensor(rows)] = score
+        bar.update()
     return scores.numpy()
