@@ -110,8 +110,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from llm4rec.bench.replay import bench_ggscores
         from llm4rec.bench.settings import prepare
 
-        runs = {"score": bench_scoring, "train": bench_training, "megg": bench_ggscores, "lsat": bench_lsat}  # lsat
-        # last: it merges weights
+        # lsat last: it merges weights
+        runs = {"score": bench_scoring, "train": bench_training, "megg": bench_ggscores, "lsat": bench_lsat}
         for setting in settings:
             bench = prepare(setting)
             for name in llm_benches:

@@ -37,6 +37,34 @@ TRAINING_TARGET = 1.3  # ours / peer tokens per second, with lower peak memory
 MEMORY_OVERHEAD_TARGET = 1.05  # ReLoop2 on an LLM row: scoring with the memory's read and write / scoring alone
 
 
+def timing_record(bench_name: str, path: str, timing, bench, batch_size: int, n: int, **fields) -> dict:
+    """One path's measurement over ``n`` inputs: its best time, rate and peak memory, with the run's context."""
+    return {
+        "bench": bench_name,
+        "path": path,
+        **bench.context(),
+        "batch_size": batch_size,
+        "n": n,
+        "seconds": round(timing.best, 4),
+        "repeats": len(timing.seconds),
+        "samples_per_s": round(n / timing.best, 2),
+        "peak_mem_mb": round(timing.peak_mb, 1),
+        "memory": memory_kind(bench.device),
+        **fields,
+    }
+
+
+def randomize_lora_b(model, seed: int) -> None:
+    """Every LoRA B matrix of ``model`` set to small random values (peft starts them at zero), so the adapters'
+    deltas and the LoRA weights' gradients are those of a trained adapter."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                values = torch.randn(parameter.shape, generator=generator) * 0.02
+                parameter.copy_(values.to(parameter.device, parameter.dtype))
+
+
 def ratio_record(bench: str, what: str, ratio: float, target: str, met: bool | None, **fields) -> dict:
     """A ratio against its target; ``met`` None: a ratio shown for information."""
     return {
@@ -125,20 +153,11 @@ def bench_scoring(bench: LlmBench) -> list[dict]:
         paths = scoring_paths(bench, batch_size)
         timings, outputs = interleaved_on(paths, sequences, batch_size, bench.device, settings.repeats)
         for name, timing in timings.items():
-            record = {
-                "bench": "score",
-                "path": name,
-                **bench.context(),
-                "batch_size": batch_size,
-                "n": len(sequences),
-                "seconds": round(timing.best, 4),
-                "repeats": len(timing.seconds),
-                "samples_per_s": round(len(sequences) / timing.best, 2),
-                "tokens_per_s": round(tokens / timing.best, 1),
-                "peak_mem_mb": round(timing.peak_mb, 1),
-                "memory": memory_kind(bench.device),
-                "max_abs_diff_vs_ours": float(np.max(np.abs(outputs[name] - outputs["ours"]))),
-            }
+            record = timing_record(
+                "score", name, timing, bench, batch_size, len(sequences),
+                tokens_per_s=round(tokens / timing.best, 1),
+                max_abs_diff_vs_ours=float(np.max(np.abs(outputs[name] - outputs["ours"]))),
+            )  # fmt: skip
             if peak is not None:
                 path_flops = flops.get(name, forward_flops(bench.arch, lengths))
                 record["forward_mfu"] = round(mfu(path_flops, timing.best, peak), 4)

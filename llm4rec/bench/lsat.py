@@ -18,10 +18,9 @@ plain model, so it should run within 5% of the bare base model.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from llm4rec.bench.llm import ratio_record
-from llm4rec.bench.measure import interleaved_on, memory_kind
+from llm4rec.bench.llm import randomize_lora_b, ratio_record, timing_record
+from llm4rec.bench.measure import interleaved_on
 from llm4rec.bench.settings import LlmBench
 
 ENSEMBLE_CEILING = 2.2  # ensemble time / one adapter's time
@@ -34,12 +33,7 @@ def two_adapters(base):
 
     model = attach_lora(base, LoraSettings(), adapter_name="long")
     attach_lora(model, LoraSettings(), adapter_name="short")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                values = torch.randn(parameter.shape, generator=generator) * 0.02
-                parameter.copy_(values.to(parameter.device, parameter.dtype))
+    randomize_lora_b(model, seed=0)
     model.set_adapter("long")
     return model.eval()
 
@@ -84,22 +78,7 @@ def bench_lsat(bench: LlmBench) -> list[dict]:
     timings.update(interleaved_on(plain, sequences, batch_size, device, settings.repeats)[0])
     bench.model = unloaded  # the base model (now with the merged delta in its weights)
 
-    records = []
-    for name, timing in timings.items():
-        records.append(
-            {
-                "bench": "lsat",
-                "path": name,
-                **bench.context(),
-                "batch_size": batch_size,
-                "n": len(sequences),
-                "seconds": round(timing.best, 4),
-                "repeats": len(timing.seconds),
-                "samples_per_s": round(len(sequences) / timing.best, 2),
-                "peak_mem_mb": round(timing.peak_mb, 1),
-                "memory": memory_kind(device),
-            }
-        )
+    records = [timing_record("lsat", name, t, bench, batch_size, len(sequences)) for name, t in timings.items()]
     common = {"arch": bench.arch.name, "batch_size": batch_size, "dtype": settings.dtype}
 
     def cost(name: str, reference: str) -> float:

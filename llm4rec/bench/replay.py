@@ -14,15 +14,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llm4rec.bench.llm import ratio_record
-from llm4rec.bench.measure import interleaved_on, memory_kind
+from llm4rec.bench.llm import randomize_lora_b, ratio_record, timing_record
+from llm4rec.bench.measure import interleaved_on
 from llm4rec.bench.settings import LlmBench
 
 GGSCORE_CEILING = 1.25  # one-pass GGscores time / one plain gradient pass over the same rows
 
 
 def bench_ggscores(bench: LlmBench) -> list[dict]:
-    from llm4rec.llm.replay import lora_ggscores, lora_layers, summed_answer_loss
+    from llm4rec.llm.replay import ONE_PASS_BYTES, lora_ggscores, lora_layers, summed_answer_loss
     from llm4rec.llm.score import length_sorted_batches
     from llm4rec.llm.train import (
         LoraSettings,
@@ -37,11 +37,7 @@ def bench_ggscores(bench: LlmBench) -> list[dict]:
     sequences = data.sequences[: settings.n]
     targets = np.where(data.labels[: len(sequences)] == 1, *data.answer_ids)
     model = attach_lora(bench.fresh_model(), LoraSettings(), adapter_name="megg")
-    generator = torch.Generator().manual_seed(settings.seed)
-    with torch.no_grad():  # a non-zero B, so the LoRA weights' gradients are those of a trained adapter
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_((torch.randn(parameter.shape, generator=generator) * 0.02).to(parameter))
+    randomize_lora_b(model, settings.seed)
     weights = [layer.weight for _, layer in lora_layers(model, "megg")]
     for weight in weights:
         weight.requires_grad_(True)
@@ -52,9 +48,9 @@ def bench_ggscores(bench: LlmBench) -> list[dict]:
         for rows in length_sorted_batches([len(s) for s in seqs], batch_size):
             torch.autograd.grad(summed_answer_loss(model, seqs, labels, rows, data.pad_id), weights)
 
-    def ggscores(seqs, one_pass_bytes=None):
-        extra = {} if one_pass_bytes is None else {"one_pass_bytes": one_pass_bytes}
-        return lora_ggscores(model, "megg", seqs, targets[: len(seqs)], data.pad_id, batch_size, **extra)
+    def ggscores(seqs, one_pass_bytes=ONE_PASS_BYTES):
+        return lora_ggscores(model, "megg", seqs, targets[: len(seqs)], data.pad_id, batch_size,
+                             one_pass_bytes=one_pass_bytes)  # fmt: skip
 
     paths = {
         "gradient pass (floor)": gradient_pass,
@@ -65,23 +61,10 @@ def bench_ggscores(bench: LlmBench) -> list[dict]:
     with attention_implementation(model, attention):
         timings, outputs = interleaved_on(paths, sequences, batch_size, device, settings.repeats)
 
-    records = []
-    for name, timing in timings.items():
-        records.append(
-            {
-                "bench": "megg",
-                "path": name,
-                **bench.context(),
-                "train_attention": attention,
-                "batch_size": batch_size,
-                "n": len(sequences),
-                "seconds": round(timing.best, 4),
-                "repeats": len(timing.seconds),
-                "samples_per_s": round(len(sequences) / timing.best, 2),
-                "peak_mem_mb": round(timing.peak_mb, 1),
-                "memory": memory_kind(device),
-            }
-        )
+    records = [
+        timing_record("megg", name, t, bench, batch_size, len(sequences), train_attention=attention)
+        for name, t in timings.items()
+    ]
     one, two = outputs["GGscores, one pass"], outputs["GGscores, two passes"]
     common = {"arch": bench.arch.name, "batch_size": batch_size, "dtype": settings.dtype}
     floor = timings["gradient pass (floor)"].best

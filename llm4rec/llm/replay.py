@@ -138,10 +138,9 @@ class LoraReplay:
         name = session.load(scorer)
         targets = np.where(np.asarray(samples["label"]) == 1, *session.backbone.answer_ids)
         model = session.model
+        # The training steps' attention: SDPA's backward is slow on a CPU.
         attention = training_attention(model.get_base_model(), session.train_config, next(model.parameters()).device)
-        with attention_implementation(
-            model, attention
-        ):  # the training steps' attention: SDPA's backward is slow on a CPU
+        with attention_implementation(model, attention):
             scores = lora_ggscores(
                 model, name, samples["input_ids"], targets, session.backbone.tokenizer.pad_token_id,
                 self.config.megg_chunk_size, progress=session.progress,
@@ -272,10 +271,16 @@ def lora_ggscores(
             bar.close()
 
 
-def _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id) -> None:
-    """One batch's forward and backward: fills ``taps`` with every LoRA layer's input and output gradient."""
+def _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id) -> tuple[torch.Tensor, ...]:
+    """One batch's forward and backward: fills ``taps`` with every LoRA layer's input and output gradient, and
+    returns the batch's summed gradient of each LoRA weight."""
     loss = summed_answer_loss(model, sequences, targets, rows, pad_id)
-    torch.autograd.grad(loss, list(weights.values()))  # the summed gradient itself is not needed
+    return torch.autograd.grad(loss, list(weights.values()))
+
+
+def _tapped(taps, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(delta [batch, tokens, out], x [batch, tokens, in]) of LoRA layer ``name`` in the last tapped pass."""
+    return taps.output_grads[name].flatten(1, -2).float(), taps.inputs[name].flatten(1, -2).float()
 
 
 def _one_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id, bar) -> np.ndarray:
@@ -283,14 +288,13 @@ def _one_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id
     for rows in batches:
         _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
         for name in weights:
-            x = taps.inputs[name].flatten(1, -2).float()  # [batch, tokens, in]
-            delta = taps.output_grads[name].flatten(1, -2).float()  # [batch, tokens, out]
+            delta, x = _tapped(taps, name)
             gradients[name][torch.as_tensor(rows)] = torch.einsum("bto,bti->boi", delta, x).cpu()
         bar.update()
     scores = torch.zeros(len(sequences), dtype=torch.float64)
     for g in gradients.values():
-        reference = g.double().mean(0)
-        scores += torch.einsum("boi,oi->b", g.double(), reference)
+        g = g.double()
+        scores += torch.einsum("boi,oi->b", g, g.mean(0))
     return scores.numpy()
 
 
@@ -298,21 +302,17 @@ def _two_pass_ggscores(model, weights, taps, sequences, targets, batches, pad_id
     n = len(sequences)
     reference = {name: torch.zeros_like(w, dtype=torch.float32) for name, w in weights.items()}
     for rows in batches:
-        _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
-        for name in weights:  # the batch's summed gradient, from the taps (the same contraction as one_pass)
-            x = taps.inputs[name].flatten(1, -2).float()
-            delta = taps.output_grads[name].flatten(1, -2).float()
-            reference[name] += torch.einsum("bto,bti->oi", delta, x).cpu() / n
+        summed = _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
+        for name, g in zip(weights, summed, strict=True):
+            reference[name] += g.float() / n
         bar.update()
     scores = torch.zeros(n, dtype=torch.float64)
     for rows in batches:
         _tapped_backward(model, weights, taps, sequences, targets, rows, pad_id)
         score = torch.zeros(len(rows), dtype=torch.float64)
         for name in weights:
-            x = taps.inputs[name].flatten(1, -2).float()
-            delta = taps.output_grads[name].flatten(1, -2).float()
-            r = reference[name].to(delta.device)  # [out, in]
-            score += torch.einsum("bto,oi,bti->b", delta, r, x).double().cpu()
+            delta, x = _tapped(taps, name)
+            score += torch.einsum("bto,oi,bti->b", delta, reference[name].to(delta.device), x).double().cpu()
         scores[torch.as_tensor(rows)] = score
         bar.update()
     return scores.numpy()
